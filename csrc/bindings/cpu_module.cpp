@@ -1,0 +1,36 @@
+// pybind11 module s2dtw._cpu: the CPU kernels, called with raw pointers.
+#include "../cpu/s2dtw_cpu.h"
+#include "problem_args.h"
+
+namespace py = pybind11;
+using s2dtw::bindings::is_float64;
+using s2dtw::bindings::make_problem;
+
+namespace {
+
+void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t grad, int num_threads,
+         uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs, int64_t pairs_per_x, int64_t stride_x,
+         int64_t stride_y, int64_t stride_i, int64_t stride_j, int64_t block_n, int64_t block_m, double gamma,
+         std::optional<double> smoothing, std::optional<double> threshold) {
+  const s2dtw::Problem pb = make_problem(pair_n, pair_m, n_pairs, pairs_per_x, stride_x, stride_y, stride_i,
+                                         stride_j, block_n, block_m, gamma, smoothing, threshold);
+  const bool f64 = is_float64(dtype);
+  py::gil_scoped_release no_gil;
+  if (f64)
+    s2dtw::cpu::run(pb, reinterpret_cast<const double*>(cost), reinterpret_cast<double*>(value),
+                    reinterpret_cast<double*>(grad), num_threads);
+  else
+    s2dtw::cpu::run(pb, reinterpret_cast<const float*>(cost), reinterpret_cast<float*>(value),
+                    reinterpret_cast<float*>(grad), num_threads);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+  m.doc() = "s2dtw CPU kernels (pointers in, no torch)";
+  m.attr("openmp") = s2dtw::cpu::has_openmp();
+  m.def("run", &run,
+        "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
+        py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("num_threads"),
+        S2DTW_PROBLEM_PY_ARGS);
+}

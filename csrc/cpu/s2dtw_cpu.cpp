@@ -1,0 +1,144 @@
+#include "s2dtw_cpu.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace s2dtw::cpu {
+namespace {
+
+// The recursion always runs in float64: float32 R values grow with the path
+// length and lose the digits that the transition weights (and so the gradient)
+// are made of.
+using Acc = double;
+
+// Scratch memory of one thread, sized once for the largest pair.
+template <typename Scalar>
+struct Workspace {
+  std::vector<Acc> rows;     // two rows of R in the forward pass, of E in the backward
+  std::vector<Scalar> tape;  // per grid cell: d softmin / d (R diagonal, R above)
+
+  Workspace(const Problem& pb, bool with_grad)
+      : rows(2 * (grid_extent(pb, pb.block_m) + 1)),
+        tape(with_grad ? 2 * grid_extent(pb, pb.block_n) * grid_extent(pb, pb.block_m) : 0) {}
+};
+
+// Backward pass of one pair: E[p,q] = d value / d W[p,q], from the bottom-right
+// corner up, using the transition weights the forward pass left on the tape.
+// Each cost cell's E is then pushed through the smoothing into the gradient.
+template <typename Scalar>
+void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar* grad, int64_t P, int64_t Q,
+                   Workspace<Scalar>& ws) {
+  Acc* below = ws.rows.data();
+  Acc* here = below + (Q + 1);
+  const Scalar* tape = ws.tape.data();
+  auto grad_at = [&](int64_t i, int64_t j) -> Scalar& { return grad[i * pb.stride_i + j * pb.stride_j]; };
+
+  for (int64_t p = P - 1; p >= 0; --p) {
+    const Scalar* tape_here = tape + 2 * p * Q;
+    const Scalar* tape_below = tape_here + 2 * Q;  // only read when p + 1 < P
+    for (int64_t q = Q - 1; q >= 0; --q) {
+      Acc e = 0;
+      if (p == P - 1 && q == Q - 1) {
+        e = 1;
+      } else {
+        if (p + 1 < P) {
+          e += below[q] * Acc(tape_below[2 * q + 1]);                                 // (p+1, q) came from above
+          if (q + 1 < Q) e += below[q + 1] * Acc(tape_below[2 * (q + 1)]);           // (p+1, q+1) from the diagonal
+        }
+        if (q + 1 < Q) {
+          const Acc from_left = Acc(1) - Acc(tape_here[2 * (q + 1)]) - Acc(tape_here[2 * (q + 1) + 1]);
+          e += here[q + 1] * std::max(from_left, Acc(0));                             // (p, q+1) from the left
+        }
+      }
+      here[q] = e;
+      if (e == 0 || !is_cost_cell(pb, p, q)) continue;
+      const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
+      grad_at(i, j) += Scalar(e);
+      if (pb.smooth) {
+        Acc w[3];
+        smoothed_cost(pb, cost, i, j, w);
+        if (j > 0) grad_at(i, j - 1) += Scalar(e * w[0]);
+        if (i > 0) grad_at(i - 1, j) += Scalar(e * w[1]);
+        if (i > 0 && j > 0) grad_at(i - 1, j - 1) += Scalar(e * w[2]);
+      }
+    }
+    std::swap(below, here);
+  }
+}
+
+template <typename Scalar>
+void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad,
+                Workspace<Scalar>& ws) {
+  const int64_t offset = pair_offset(pb, b);
+  const CostView<Acc, Scalar> view{cost + offset, pb.stride_i, pb.stride_j};
+  const int64_t P = grid_extent(pb, pb.pair_n[b]), Q = grid_extent(pb, pb.pair_m[b]);
+  const Acc gamma = pb.gamma, inv_gamma = Acc(1) / pb.gamma;
+
+  Acc* above = ws.rows.data();
+  Acc* here = above + (Q + 1);
+  above[0] = 0;
+  std::fill(above + 1, above + Q + 1, infinity<Acc>());
+  for (int64_t p = 0; p < P; ++p) {
+    here[0] = infinity<Acc>();
+    Scalar* tape_row = grad ? ws.tape.data() + 2 * p * Q : nullptr;
+    for (int64_t q = 0; q < Q; ++q) {
+      Acc w[3];
+      const Acc soft = softmin3(above[q], above[q + 1], here[q], gamma, inv_gamma, tape_row ? w : nullptr);
+      here[q + 1] = grid_cell(pb, view, p, q) + soft;
+      if (tape_row) {
+        tape_row[2 * q] = Scalar(w[0]);
+        tape_row[2 * q + 1] = Scalar(w[1]);
+      }
+    }
+    std::swap(above, here);
+  }
+  value[b] = Scalar(above[Q]);
+
+  if (grad) {
+    Scalar* block = grad + offset;
+    for (int64_t i = 0; i < pb.block_n; ++i)
+      for (int64_t j = 0; j < pb.block_m; ++j) block[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+    backward_pair(pb, view, block, P, Q, ws);
+  }
+}
+
+}  // namespace
+
+template <typename Scalar>
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, pb.n_pairs)));
+  // Allocated here, outside the parallel region, so that running out of memory
+  // raises in the caller instead of terminating inside an OpenMP thread.
+  std::vector<Workspace<Scalar>> workspaces;
+  workspaces.reserve(threads);
+  for (int t = 0; t < threads; ++t) workspaces.emplace_back(pb, grad != nullptr);
+
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    Workspace<Scalar>& ws = workspaces[omp_get_thread_num()];
+#else
+    Workspace<Scalar>& ws = workspaces[0];
+#endif
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < pb.n_pairs; ++b) align_pair(pb, b, cost, value, grad, ws);
+  }
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+template void run<float>(const Problem&, const float*, float*, float*, int);
+template void run<double>(const Problem&, const double*, double*, double*, int);
+
+}  // namespace s2dtw::cpu

@@ -1,0 +1,126 @@
+// Per-cell math of S2DTW and soft-DTW, shared by the CPU and CUDA kernels.
+//
+// Notation (docs/semantics.md): C is the (n, m) cost of one pair, D the locally
+// smoothed cost, W the weak-alignment grid ((2n+1) x (2m+1), D on its odd/odd
+// cells, `threshold` elsewhere), R the soft-DTW table over W. W is never stored:
+// `grid_cell` computes any of its cells from C on demand.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#if defined(__CUDACC__)
+#define S2DTW_HD __host__ __device__ __forceinline__
+#else
+#define S2DTW_HD inline
+#endif
+
+namespace s2dtw {
+
+// One call's work: many (n_b, m_b) pairs whose costs live in one buffer.
+// Pair b reads cost[(b / pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
+//                   + i * stride_i + j * stride_j];
+// a batch of (B, N, M) costs has pairs_per_x = 1, stride_x = N * M; the all-pairs
+// layout (Bx * N, By * M) has pairs_per_x = By. The gradient uses the same layout.
+struct Problem {
+  int64_t n_pairs = 0;
+  int64_t pairs_per_x = 1;
+  int64_t stride_x = 0, stride_y = 0, stride_i = 0, stride_j = 1;
+  const int64_t* pair_n = nullptr;  // rows of pair b (length n_pairs), <= block_n
+  const int64_t* pair_m = nullptr;  // columns of pair b (length n_pairs), <= block_m
+  int64_t block_n = 0, block_m = 0; // padded extent of every pair's block of the cost
+  double gamma = 1.0;
+  bool smooth = false;
+  double smoothing = 0.0;
+  bool weak = false;
+  double threshold = 0.0;
+};
+
+S2DTW_HD int64_t pair_offset(const Problem& pb, int64_t b) {
+  return (b / pb.pairs_per_x) * pb.stride_x + (b % pb.pairs_per_x) * pb.stride_y;
+}
+
+// Rows/columns of the grid the soft-DTW recursion walks for an (n, m) pair.
+S2DTW_HD int64_t grid_extent(const Problem& pb, int64_t len) { return pb.weak ? 2 * len + 1 : len; }
+
+template <typename T>
+S2DTW_HD T infinity() {
+  return std::numeric_limits<T>::infinity();
+}
+
+template <typename T>
+S2DTW_HD T lesser(T a, T b) {
+  return b < a ? b : a;
+}
+
+S2DTW_HD float fast_exp(float v) { return expf(v); }
+S2DTW_HD double fast_exp(double v) { return exp(v); }
+S2DTW_HD float fast_log(float v) { return logf(v); }
+S2DTW_HD double fast_log(double v) { return log(v); }
+
+// softmin_g(a, b, c) = -g log(e^{-a/g} + e^{-b/g} + e^{-c/g}), shifted by the
+// minimum so it never overflows; +inf arguments drop out. When `weights` is
+// given it receives d softmin / d(a, b, c), which sum to one.
+template <typename T>
+S2DTW_HD T softmin3(T a, T b, T c, T gamma, T inv_gamma, T* weights) {
+  const T lo = lesser(a, lesser(b, c));
+  if (lo == infinity<T>()) {
+    if (weights) weights[0] = weights[1] = weights[2] = T(0);
+    return lo;
+  }
+  const T ea = fast_exp((lo - a) * inv_gamma);
+  const T eb = fast_exp((lo - b) * inv_gamma);
+  const T ec = fast_exp((lo - c) * inv_gamma);
+  const T sum = ea + eb + ec;
+  if (weights) {
+    const T inv = T(1) / sum;
+    weights[0] = ea * inv;
+    weights[1] = eb * inv;
+    weights[2] = ec * inv;
+  }
+  return lo - gamma * fast_log(sum);
+}
+
+// Read-only view of one pair's cost, converting to the accumulation type T.
+template <typename T, typename Scalar>
+struct CostView {
+  const Scalar* base;
+  int64_t stride_i, stride_j;
+  S2DTW_HD T operator()(int64_t i, int64_t j) const { return T(base[i * stride_i + j * stride_j]); }
+};
+
+// Local neighbourhood smoothing:
+// D[i,j] = C[i,j] + softmin_s(C[i,j-1], C[i-1,j], C[i-1,j-1]), neighbours out of
+// range are +inf, and at (0,0) all three are 0 (as the VT-TWINS code does).
+// `weights` (nullable) receives dD[i,j]/d(C[i,j-1], C[i-1,j], C[i-1,j-1]).
+template <typename T, typename Scalar>
+S2DTW_HD T smoothed_cost(const Problem& pb, const CostView<T, Scalar>& cost, int64_t i, int64_t j, T* weights) {
+  const T c = cost(i, j);
+  if (!pb.smooth) return c;
+  const T s = T(pb.smoothing);
+  if (i == 0 && j == 0) {
+    if (weights) weights[0] = weights[1] = weights[2] = T(0);  // constants, no gradient
+    return c - s * T(1.0986122886681098);                       // softmin_s(0, 0, 0) = -s ln 3
+  }
+  const T inf = infinity<T>();
+  const T left = j > 0 ? cost(i, j - 1) : inf;
+  const T up = i > 0 ? cost(i - 1, j) : inf;
+  const T diag = (i > 0 && j > 0) ? cost(i - 1, j - 1) : inf;
+  return c + softmin3(left, up, diag, s, T(1) / s, weights);
+}
+
+// Whether grid cell (p, q) (0-based) carries a smoothed cost D[p/2, q/2]
+// rather than the weak-alignment null cost.
+S2DTW_HD bool is_cost_cell(const Problem& pb, int64_t p, int64_t q) { return !pb.weak || ((p & 1) && (q & 1)); }
+
+S2DTW_HD int64_t cost_index(const Problem& pb, int64_t p) { return pb.weak ? p >> 1 : p; }
+
+// Cell (p, q) of the grid W (0-based).
+template <typename T, typename Scalar>
+S2DTW_HD T grid_cell(const Problem& pb, const CostView<T, Scalar>& cost, int64_t p, int64_t q) {
+  if (!is_cost_cell(pb, p, q)) return T(pb.threshold);
+  return smoothed_cost<T, Scalar>(pb, cost, cost_index(pb, p), cost_index(pb, q), nullptr);
+}
+
+}  // namespace s2dtw

@@ -1,0 +1,14 @@
+"""s2dtw: exact, differentiable S2DTW (VT-TWINS, CVPR 2022) and soft-DTW for PyTorch.
+
+    >>> from s2dtw import S2DTWLoss
+    >>> loss = S2DTWLoss()(video, text)   # video (B, N, d), text (B, M, d)
+
+See docs/semantics.md for the exact definition.
+"""
+
+from ._dispatch import backends
+from .functional import s2dtw, soft_dtw
+from .losses import S2DTWLoss, SoftDTWLoss
+
+__all__ = ["S2DTWLoss", "SoftDTWLoss", "backends", "s2dtw", "soft_dtw"]
+__version__ = "0.1.0"

@@ -1,0 +1,33 @@
+"""Cost matrices built with torch ops, so that autograd reaches the sequences."""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+import torch.nn.functional as F
+
+from ._validation import check_cost
+
+Metric = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+METRICS = ("neg_dot", "neg_cosine", "sqeuclidean")
+
+
+def cost_matrix(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
+    """C[b, i, j] = cost(x[b, i], y[b, j]) of shape (B, N, M).
+
+    ``neg_dot``: -<x_i, y_j> (the VT-TWINS cost); ``neg_cosine``: the same on
+    L2-normalised rows; ``sqeuclidean``: ||x_i - y_j||^2; or a callable
+    ``metric(x, y) -> (B, N, M)``.
+    """
+    if callable(metric):
+        return check_cost(metric(x, y), batch=x.shape[0])
+    if metric == "neg_dot":
+        return -torch.bmm(x, y.transpose(1, 2))
+    if metric == "neg_cosine":
+        return -torch.bmm(F.normalize(x, dim=-1), F.normalize(y, dim=-1).transpose(1, 2))
+    if metric == "sqeuclidean":
+        # |x|^2 + |y|^2 - 2<x, y>: one GEMM instead of a (B, N, M, d) difference tensor.
+        squared = x.pow(2).sum(-1, keepdim=True) + y.pow(2).sum(-1).unsqueeze(1)
+        return (squared - 2 * torch.bmm(x, y.transpose(1, 2))).clamp_min(0)
+    raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")

@@ -1,0 +1,247 @@
+"""The one place that picks a backend and calls it.
+
+Backends, fastest first: ``cuda`` (CUDA tensors), ``cpp`` (C++/OpenMP), ``numba``,
+``numpy`` (the reference). Extension modules and numba are imported lazily, on
+first use. Nothing is ever moved between devices here: a CUDA tensor runs on the
+CUDA backend or raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+BACKENDS = ("cuda", "cpp", "numba", "numpy")
+_CPU_BACKENDS = ("cpp", "numba", "numpy")
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+@dataclass(frozen=True)
+class Params:
+    """The alignment's hyper-parameters; ``None`` turns smoothing / the weak grid off."""
+
+    gamma: float
+    smoothing: float | None
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each pair's cost block lives in the cost buffer (see csrc/s2dtw_cell.h, Problem)."""
+
+    pair_n: torch.Tensor  # (n_pairs,) int64, on the cost's device
+    pair_m: torch.Tensor
+    pairs_per_x: int
+    block_n: int
+    block_m: int
+    stride_x: int
+    stride_y: int
+    stride_i: int
+    stride_j: int
+
+    @property
+    def n_pairs(self) -> int:
+        return self.pair_n.numel()
+
+    @staticmethod
+    def batched(cost: torch.Tensor, pair_n: torch.Tensor, pair_m: torch.Tensor) -> Layout:
+        """A contiguous (B, N, M) cost: pair b is cost[b]."""
+        _, n, m = cost.shape
+        return Layout(pair_n, pair_m, 1, n, m, n * m, 0, m, 1)
+
+    def scale_grad(self, grad: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
+        """grad (shaped like the cost) times d loss / d value of the pair each block belongs to."""
+        return grad * grad_value.reshape(-1, 1, 1)
+
+
+def _problem_kwargs(layout: Layout, params: Params) -> dict[str, Any]:
+    return dict(
+        n_pairs=layout.n_pairs,
+        pairs_per_x=layout.pairs_per_x,
+        stride_x=layout.stride_x,
+        stride_y=layout.stride_y,
+        stride_i=layout.stride_i,
+        stride_j=layout.stride_j,
+        block_n=layout.block_n,
+        block_m=layout.block_m,
+        gamma=params.gamma,
+        smoothing=params.smoothing,
+        threshold=params.threshold,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> Any:
+    """The module behind a backend, or None when it is not available here."""
+    module = {"cpp": "s2dtw._cpu", "cuda": "s2dtw._cuda", "numba": "s2dtw._numba"}[name]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def _available(name: str) -> bool:
+    if name == "numpy":
+        return True
+    if name == "cuda" and not torch.cuda.is_available():
+        return False
+    return _load(name) is not None
+
+
+def backends() -> dict[str, Any]:
+    """What this installation can run, and which backend each device uses by default.
+
+    Example: ``{"cpp": True, "openmp": True, "cuda": False, "numba": True, "numpy": True,
+    "default": {"cpu": "cpp", "cuda": None}}``. ``cuda`` is True only when the CUDA module
+    was built and a CUDA device is visible.
+    """
+    cpp = _load("cpp")
+    default_cpu = next(name for name in _CPU_BACKENDS if _available(name))
+    return {
+        "cpp": cpp is not None,
+        "openmp": bool(cpp is not None and cpp.openmp),
+        "cuda": _available("cuda"),
+        "cuda_module_built": _load("cuda") is not None,
+        "numba": _available("numba"),
+        "numpy": True,
+        "default": {"cpu": default_cpu, "cuda": "cuda" if _available("cuda") else None},
+    }
+
+
+def resolve_backend(device: torch.device, requested: str | None) -> str:
+    """The backend for tensors on `device`: `requested`, else $S2DTW_BACKEND, else the fastest one."""
+    source = "backend="
+    if requested is None and os.environ.get("S2DTW_BACKEND"):
+        requested, source = os.environ["S2DTW_BACKEND"], "S2DTW_BACKEND="
+    if requested is not None and requested not in BACKENDS:
+        raise ValueError(f"{source}{requested!r} is not one of {BACKENDS}")
+
+    if device.type == "cuda":
+        if requested not in (None, "cuda"):
+            raise ValueError(
+                f"{source}{requested!r} runs on CPU tensors but the inputs are on {device}; "
+                "move them with .cpu() if that is what you want"
+            )
+        if not _available("cuda"):
+            raise RuntimeError(
+                f"inputs are on {device} but s2dtw was built without its CUDA module; reinstall with "
+                "nvcc on the PATH (or S2DTW_CUDA=1) to build it. s2dtw never copies to the CPU silently."
+            )
+        return "cuda"
+    if device.type != "cpu":
+        raise ValueError(f"s2dtw runs on CPU and CUDA tensors, got a tensor on {device}")
+    if requested == "cuda":
+        raise ValueError(f"{source}'cuda' needs CUDA tensors, got tensors on {device}")
+    if requested is not None:
+        if not _available(requested):
+            hint = "the C++ extension was not built" if requested == "cpp" else "numba is not installed"
+            raise RuntimeError(f"{source}{requested!r} is not available: {hint}")
+        return requested
+    name = next(name for name in _CPU_BACKENDS if _available(name))
+    if name == "numpy":
+        _warn_slow_fallback()
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_slow_fallback() -> None:
+    warnings.warn(
+        "s2dtw: neither the C++ extension nor numba is available; using the pure-NumPy reference, "
+        "which is orders of magnitude slower",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _run_cpp(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, layout: Layout,
+             params: Params) -> None:
+    _load("cpp").run(
+        dtype=_DTYPE_NAMES[cost.dtype],
+        cost=cost.data_ptr(),
+        value=value.data_ptr(),
+        grad=0 if grad is None else grad.data_ptr(),
+        num_threads=torch.get_num_threads(),
+        pair_n=layout.pair_n.data_ptr(),
+        pair_m=layout.pair_m.data_ptr(),
+        **_problem_kwargs(layout, params),
+    )
+
+
+def _run_cuda(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, layout: Layout,
+              params: Params) -> None:
+    module = _load("cuda")
+    dtype = _DTYPE_NAMES[cost.dtype]
+    problem = dict(pair_n=layout.pair_n.data_ptr(), pair_m=layout.pair_m.data_ptr(),
+                   **_problem_kwargs(layout, params))
+    with torch.cuda.device(cost.device):
+        workspace = torch.empty(module.workspace_bytes(dtype, grad is not None, **problem),
+                                dtype=torch.uint8, device=cost.device)
+        module.run(
+            dtype=dtype,
+            cost=cost.data_ptr(),
+            value=value.data_ptr(),
+            grad=0 if grad is None else grad.data_ptr(),
+            workspace=workspace.data_ptr(),
+            workspace_size=workspace.numel(),
+            stream=torch.cuda.current_stream(cost.device).cuda_stream,
+            **problem,
+        )
+
+
+def _run_numba(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, layout: Layout,
+               params: Params) -> None:
+    _load("numba").run(
+        cost.reshape(-1).numpy(),
+        value.numpy(),
+        None if grad is None else grad.reshape(-1).numpy(),
+        pair_n=layout.pair_n.numpy(),
+        pair_m=layout.pair_m.numpy(),
+        num_threads=torch.get_num_threads(),
+        **_problem_kwargs(layout, params),
+    )
+
+
+def _run_numpy(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, layout: Layout,
+               params: Params) -> None:
+    from . import _reference
+
+    flat = cost.reshape(-1).numpy()
+    grad_flat = None if grad is None else grad.reshape(-1).numpy()
+    if grad_flat is not None:
+        grad_flat[:] = 0
+    itemsize = flat.itemsize
+    for b in range(layout.n_pairs):
+        n, m = int(layout.pair_n[b]), int(layout.pair_m[b])
+        offset = (b // layout.pairs_per_x) * layout.stride_x + (b % layout.pairs_per_x) * layout.stride_y
+        strides = (layout.stride_i * itemsize, layout.stride_j * itemsize)
+        block = np.lib.stride_tricks.as_strided(flat[offset:], shape=(n, m), strides=strides)
+        value[b], block_grad = _reference.align_one(block, params.gamma, params.smoothing, params.threshold)
+        if grad_flat is not None:
+            np.lib.stride_tricks.as_strided(grad_flat[offset:], shape=(n, m), strides=strides)[:] = block_grad
+
+
+_RUNNERS: dict[str, Callable[..., None]] = {
+    "cuda": _run_cuda,
+    "cpp": _run_cpp,
+    "numba": _run_numba,
+    "numpy": _run_numpy,
+}
+
+
+def run(backend: str, cost: torch.Tensor, layout: Layout, params: Params,
+        need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Values (n_pairs,) and, if `need_grad`, d value / d cost (shaped like `cost`).
+
+    `cost` must be contiguous float32 / float64 on the backend's device.
+    """
+    value = torch.empty(layout.n_pairs, dtype=cost.dtype, device=cost.device)
+    grad = torch.empty_like(cost) if need_grad else None
+    _RUNNERS[backend](cost, value, grad, layout, params)
+    return value, grad

@@ -1,0 +1,177 @@
+"""Numba CPU fallback of the S2DTW / soft-DTW kernel.
+
+A line-by-line port of the C++ CPU kernel (``csrc/cpu/s2dtw_cpu.cpp``, per-cell
+math from ``csrc/s2dtw_cell.h``), used when the compiled module is missing:
+the recursion over the implicit grid W runs in float64 with two rolling rows,
+the gradient replays a tape of transition weights kept in the input's dtype,
+and pairs are spread over threads in chunks that each own one workspace.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_LN3 = 1.0986122886681098
+
+
+@njit(inline="always")
+def softmin3(a, b, c, gamma, inv_gamma):
+    """softmin_gamma(a, b, c) and its weights d/d(a, b, c), min-shifted; +inf drops out."""
+    lo = min(a, b, c)
+    if lo == math.inf:
+        return lo, 0.0, 0.0, 0.0
+    ea = math.exp((lo - a) * inv_gamma)
+    eb = math.exp((lo - b) * inv_gamma)
+    ec = math.exp((lo - c) * inv_gamma)
+    total = ea + eb + ec
+    inv = 1.0 / total
+    return lo - gamma * math.log(total), ea * inv, eb * inv, ec * inv
+
+
+@njit(inline="always")
+def cost_at(cost, base, stride_i, stride_j, i, j):
+    return np.float64(cost[base + i * stride_i + j * stride_j])
+
+
+@njit(inline="always")
+def smoothed_cost(cost, base, stride_i, stride_j, i, j, smooth, smoothing):
+    """D[i, j] and dD[i, j] / d(C[i, j-1], C[i-1, j], C[i-1, j-1])."""
+    c = cost_at(cost, base, stride_i, stride_j, i, j)
+    if not smooth:
+        return c, 0.0, 0.0, 0.0
+    if i == 0 and j == 0:
+        return c - smoothing * _LN3, 0.0, 0.0, 0.0  # softmin_s(0, 0, 0); constants, no gradient
+    left = cost_at(cost, base, stride_i, stride_j, i, j - 1) if j > 0 else math.inf
+    up = cost_at(cost, base, stride_i, stride_j, i - 1, j) if i > 0 else math.inf
+    diag = cost_at(cost, base, stride_i, stride_j, i - 1, j - 1) if i > 0 and j > 0 else math.inf
+    soft, w_left, w_up, w_diag = softmin3(left, up, diag, smoothing, 1.0 / smoothing)
+    return c + soft, w_left, w_up, w_diag
+
+
+@njit(inline="always")
+def is_cost_cell(weak, p, q):
+    return not weak or ((p & 1) == 1 and (q & 1) == 1)
+
+
+@njit(inline="always")
+def cost_index(weak, p):
+    return p >> 1 if weak else p
+
+
+@njit(inline="always")
+def grid_cell(cost, base, stride_i, stride_j, p, q, smooth, smoothing, weak, threshold):
+    """Cell (p, q) of the grid W: D on cost cells, the threshold elsewhere."""
+    if not is_cost_cell(weak, p, q):
+        return threshold
+    i, j = cost_index(weak, p), cost_index(weak, q)
+    return smoothed_cost(cost, base, stride_i, stride_j, i, j, smooth, smoothing)[0]
+
+
+@njit(inline="always")
+def grid_extent(weak, length):
+    return 2 * length + 1 if weak else length
+
+
+@njit(cache=True, parallel=True, fastmath=False)
+def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x, stride_y, stride_i,
+            stride_j, block_n, block_m, gamma, smooth, smoothing, weak, threshold, n_chunks):
+    n_pairs = value.shape[0]
+    inv_gamma = 1.0 / gamma
+    big_p, big_q = grid_extent(weak, block_n), grid_extent(weak, block_m)
+    for chunk in prange(n_chunks):
+        rows = np.empty(2 * (big_q + 1), np.float64)
+        tape = np.empty(2 * big_p * big_q if with_grad else 0, cost.dtype)
+        for b in range(chunk, n_pairs, n_chunks):
+            base = (b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
+            P, Q = grid_extent(weak, pair_n[b]), grid_extent(weak, pair_m[b])
+
+            # Forward: R over W, two rows; the tape keeps d softmin / d(R diagonal, R above).
+            above, here = 0, Q + 1
+            rows[0] = 0.0
+            rows[1:Q + 1] = math.inf
+            for p in range(P):
+                rows[here] = math.inf
+                for q in range(Q):
+                    soft, w_diag, w_up, _ = softmin3(rows[above + q], rows[above + q + 1], rows[here + q],
+                                                     gamma, inv_gamma)
+                    cell = grid_cell(cost, base, stride_i, stride_j, p, q, smooth, smoothing, weak, threshold)
+                    rows[here + q + 1] = cell + soft
+                    if with_grad:
+                        tape[2 * (p * Q + q)] = w_diag
+                        tape[2 * (p * Q + q) + 1] = w_up
+                above, here = here, above
+            value[b] = rows[above + Q]
+            if not with_grad:
+                continue
+
+            for i in range(block_n):
+                for j in range(block_m):
+                    grad[base + i * stride_i + j * stride_j] = 0
+
+            # Backward: E = d value / d W from the bottom-right corner, two rows; each cost cell's E
+            # goes into the gradient, through the smoothing weights when smoothing.
+            below, here = 0, Q + 1
+            for p in range(P - 1, -1, -1):
+                for q in range(Q - 1, -1, -1):
+                    e = 0.0
+                    if p == P - 1 and q == Q - 1:
+                        e = 1.0
+                    else:
+                        if p + 1 < P:
+                            e += rows[below + q] * np.float64(tape[2 * ((p + 1) * Q + q) + 1])
+                            if q + 1 < Q:
+                                e += rows[below + q + 1] * np.float64(tape[2 * ((p + 1) * Q + q + 1)])
+                        if q + 1 < Q:
+                            t = 2 * (p * Q + q + 1)
+                            from_left = 1.0 - np.float64(tape[t]) - np.float64(tape[t + 1])
+                            e += rows[here + q + 1] * max(from_left, 0.0)
+                    rows[here + q] = e
+                    if e == 0.0 or not is_cost_cell(weak, p, q):
+                        continue
+                    i, j = cost_index(weak, p), cost_index(weak, q)
+                    at = base + i * stride_i + j * stride_j
+                    grad[at] += grad.dtype.type(e)
+                    if smooth:
+                        _, w_left, w_up, w_diag = smoothed_cost(cost, base, stride_i, stride_j, i, j, smooth,
+                                                                smoothing)
+                        if j > 0:
+                            grad[at - stride_j] += grad.dtype.type(e * w_left)
+                        if i > 0:
+                            grad[at - stride_i] += grad.dtype.type(e * w_up)
+                        if i > 0 and j > 0:
+                            grad[at - stride_i - stride_j] += grad.dtype.type(e * w_diag)
+                below, here = here, below
+
+
+def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n: np.ndarray,
+        pair_m: np.ndarray, n_pairs: int, pairs_per_x: int, stride_x: int, stride_y: int, stride_i: int, stride_j: int,
+        block_n: int, block_m: int, gamma: float, smoothing: float | None, threshold: float | None,
+        num_threads: int) -> None:
+    """Soft-DTW values (and gradients) of every pair in a flat cost buffer.
+
+    Pair ``b``'s cell ``(i, j)`` lies at ``(b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
+    + i * stride_i + j * stride_j`` of ``cost`` (1-D, float32 or float64); the pair is
+    ``pair_n[b] x pair_m[b]`` inside a ``block_n x block_m`` block. ``value[b]`` receives the value;
+    ``grad`` (None or laid out like ``cost``) receives d value / d cost, 0 on each block's padding.
+    ``smoothing`` None disables the local smoothing; ``threshold`` None uses the plain grid instead of
+    the weak-alignment one. Runs on up to ``num_threads`` threads.
+    """
+    if n_pairs == 0:
+        return
+    with_grad = grad is not None
+    if grad is None:
+        grad = np.empty(0, cost.dtype)
+    n_chunks = max(1, min(int(num_threads), n_pairs))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(n_chunks, numba.config.NUMBA_NUM_THREADS))
+    try:
+        _kernel(cost, value, grad, with_grad, pair_n, pair_m, int(pairs_per_x), int(stride_x), int(stride_y),
+                int(stride_i), int(stride_j), int(block_n), int(block_m), float(gamma), smoothing is not None,
+                0.0 if smoothing is None else float(smoothing), threshold is not None,
+                0.0 if threshold is None else float(threshold), n_chunks)
+    finally:
+        numba.set_num_threads(previous)
