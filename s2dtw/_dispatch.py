@@ -77,7 +77,7 @@ def _problem_kwargs(layout: Layout, params: Params) -> dict[str, Any]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str) -> Any:
     """The module behind a backend, or None when it is not available here."""
     module = {"cpp": "s2dtw._cpu", "cuda": "s2dtw._cuda", "numba": "s2dtw._numba"}[name]
@@ -150,7 +150,7 @@ def resolve_backend(device: torch.device, requested: str | None) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_slow_fallback() -> None:
     warnings.warn(
         "s2dtw: neither the C++ extension nor numba is available; using the pure-NumPy reference, "

@@ -42,9 +42,14 @@ def _check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(t.shape)} ({t.dim()} dims)")
     if t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)} {layout}")
+    return t
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    # One reduction (and, for a GPU tensor, one synchronisation): NaN or inf would
+    # otherwise come back as a silently wrong value or gradient.
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf")
-    return t
 
 
 def check_sequences(x: object, y: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +66,8 @@ def check_sequences(x: object, y: object) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(
             f"x and y must have the same feature size d, got x {tuple(x.shape)} and y {tuple(y.shape)}"
         )
+    _check_finite("x", x)
+    _check_finite("y", y)
     return x, y
 
 
@@ -69,6 +76,7 @@ def check_cost(cost: object, batch: int | None = None) -> torch.Tensor:
     cost = _check_tensor("cost", cost, 3, "(B, N, M)")
     if batch is not None and cost.shape[0] != batch:
         raise ValueError(f"cost must have batch size {batch}, got shape {tuple(cost.shape)}")
+    _check_finite("cost", cost)
     return cost
 
 
