@@ -1,18 +1,530 @@
-// Placeholder until the CUDA kernels land: compiles, refuses to run.
+// s2dtw CUDA kernels: S2DTW / soft-DTW forward and backward for many pairs at once.
+//
+// Same semantics as csrc/cpu/s2dtw_cpu.cpp (docs/semantics.md); the per-cell math
+// comes from csrc/s2dtw_cell.h. One fused kernel per call does, for each pair,
+// the forward recursion, then (with a gradient) the backward recursion, the
+// gather through the local smoothing, and the zeroing of the block's padding.
+//
+// Two regimes, picked on the host in `choose_plan` from n_pairs, block_n and
+// block_m only (pair_n / pair_m are device memory and are never read here):
+//
+//  * "thread": one thread per pair walks its whole (P x Q) grid row by row, like
+//    the CPU kernel. Its row buffers and tape are interleaved across pairs
+//    (element k of pair b at [k * n_pairs + b]) so that a warp's 32 pairs touch
+//    one contiguous 32-element run: every access is coalesced. No barriers, every
+//    lane busy. Wins when there are many small grids (VT-TWINS: 65,536 pairs of
+//    8x8 costs -> 17x17 weak grids): the GPU is full of pairs anyway, and a
+//    wavefront would leave most lanes idle on the triangles of a 17x17 grid.
+//
+//  * "block": one thread block per pair, a tiled anti-diagonal wavefront. The
+//    grid is cut into strips of T rows (T = blockDim.x <= 1024); thread t owns row
+//    b0 + t of the current strip and, at step s, computes column q = s - t. R of
+//    the row above comes from thread t - 1 through a double-buffered shared array
+//    (one __syncthreads per step); the strip's last row is written to a per-pair
+//    row buffer in the workspace that the next strip's first thread reads. So the
+//    length is limited by memory only, not by the block size (8192 x 8192 and
+//    the 16385 x 16385 weak grid of 8192 x 8192 costs run with T = 1024). The
+//    backward walks the strips bottom-up and the steps in reverse with the same
+//    scheme. Wins for a few long pairs, where it has P + Q steps instead of P * Q.
+//    Limitation: a pair never uses more than one SM, so B = 1 runs on one SM.
+//
+//  `choose_plan` compares a rough cycle model of both (latency of one dependent
+//  cell vs. issue throughput of the SM, number of waves) and, for the block
+//  regime, picks T among 32..1024. $S2DTW_CUDA_REGIME=thread|block and
+//  $S2DTW_CUDA_STRIP=T (a multiple of 32 up to 1024) override it: for tests and
+//  benchmarks; results are identical up to rounding either way.
+//
+// Precision. R (forward) and E (backward) are float64 in both dtypes: float32 R
+// (~5000 on a 512 x 512 pair with costs ~10) loses the digits that the transition
+// weights are made of at small gamma. For float32 inputs, the transcendentals run
+// in float32 on shifted, small arguments: softmin(a, b, c) = lo + softmin(a - lo,
+// b - lo, c - lo) with lo = min(a, b, c) and the differences taken in float64, so
+// exp/log see small numbers and the float32 rounding only touches the O(gamma)
+// correction (|error| ~ 1e-7 * gamma), not R itself. The smoothed cost D is formed
+// the same way (C in float64, its softmin correction in float32). float64 inputs
+// use the header's float64 softmin3 / smoothed_cost throughout, like the CPU.
+//
+// What the backward keeps (the tape, only when a gradient is asked for): per W
+// cell the two transition weights (from the diagonal, from above) in the scalar
+// type, as the CPU kernel does: 8 bytes per W cell in float32, 16 in float64. Plus
+// O(Q) per pair of wavefront buffers (float64: Q + 1 values in the forward, 4 Q in
+// the backward, i.e. 32 / P bytes per W cell). The Maghoumi baseline keeps R of
+// the full (P + 2) x (Q + 2) grid plus the expanded cost (2 scalars per W cell,
+// 8 bytes in float32) and, in its backward, E of the full grid as well (12 bytes);
+// so this is equal per cell to its forward state and less than its backward peak.
+// The forward without a gradient keeps no tape: only the wavefront buffers.
+// Everything is deterministic: no atomics, fixed summation order.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
+#include <string>
+#include <type_traits>
 
 #include "s2dtw_cuda.h"
 
 namespace s2dtw::cuda {
+namespace {
+
+constexpr int kThreadBlock = 128;  // threads per block in the thread regime
+constexpr int kMaxStrip = 1024;    // rows per strip (= threads per block) in the block regime
+constexpr size_t kAlign = 256;
+
+// Two transition weights per W cell: d softmin / d R(diagonal), d softmin / d R(above).
+template <typename Scalar>
+struct alignas(2 * sizeof(Scalar)) Tape2 {
+  Scalar diag, up;
+};
+
+// What a thread hands to the row above it in the backward, for one column q:
+// au = E(p,q) w_up(p,q) (goes to (p-1, q)), ad = E(p,q) w_diag(p,q) (to (p-1, q-1)),
+// su / sd = the same through the smoothing: G(k,l) w_up / w_diag of D[k,l]
+// (to C[k-1,l] / C[k-1,l-1]); rows that carry no cost relay su / sd upwards.
+struct Pub {
+  double au, ad, su, sd;
+};
+
+// Constants of one call, pre-divided (a float64 division per cell is not free).
+struct Consts {
+  double gamma, inv_gamma, smoothing, inv_smoothing;
+  float gamma_f, inv_gamma_f, smoothing_f, inv_smoothing_f;
+};
+
+// The type exp/log run in: float for float32 inputs, double for float64.
+template <typename Scalar>
+using MathOf = std::conditional_t<std::is_same_v<Scalar, double>, double, float>;
+
+// softmin_g(a, b, c) of float64 arguments, weights (nullable) into M.
+__device__ __forceinline__ double softmin_mixed(double a, double b, double c, double g, double ig, float,
+                                                float, double* w) {
+  return softmin3<double>(a, b, c, g, ig, w);
+}
+__device__ __forceinline__ double softmin_mixed(double a, double b, double c, double, double, float gf,
+                                                float igf, float* w) {
+  const double lo = lesser(a, lesser(b, c));
+  if (lo == infinity<double>()) {
+    if (w) w[0] = w[1] = w[2] = 0.f;
+    return lo;
+  }
+  // The shifted minimum is exactly 0, so softmin3 sees the same arguments it
+  // would in float64, only rounded to float32 after the (exact-ish) subtraction.
+  const float r = softmin3<float>(float(a - lo), float(b - lo), float(c - lo), gf, igf, w);
+  return lo + double(r);
+}
+
+// D[i, j] (see smoothed_cost in s2dtw_cell.h) as float64; float64 inputs use the
+// header's function itself, float32 ones its twin with the mixed softmin.
+template <typename M, typename Scalar>
+__device__ __forceinline__ double smoothed_acc(const Problem& pb, const CostView<double, Scalar>& cv, int64_t i,
+                                               int64_t j, const Consts& k, M* w) {
+  if constexpr (std::is_same_v<M, double>) {
+    return smoothed_cost<double, Scalar>(pb, cv, i, j, w);
+  } else {
+    const double c = cv(i, j);
+    if (!pb.smooth) return c;
+    if (i == 0 && j == 0) {
+      if (w) w[0] = w[1] = w[2] = 0.f;
+      return c - k.smoothing * 1.0986122886681098;  // softmin_s(0, 0, 0) = -s ln 3, as the header
+    }
+    const double inf = infinity<double>();
+    const double left = j > 0 ? cv(i, j - 1) : inf;
+    const double up = i > 0 ? cv(i - 1, j) : inf;
+    const double diag = (i > 0 && j > 0) ? cv(i - 1, j - 1) : inf;
+    return c + softmin_mixed(left, up, diag, k.smoothing, k.inv_smoothing, k.smoothing_f, k.inv_smoothing_f, w);
+  }
+}
+
+// W[p, q] (see grid_cell in s2dtw_cell.h) as float64.
+template <typename M, typename Scalar>
+__device__ __forceinline__ double grid_acc(const Problem& pb, const CostView<double, Scalar>& cv, int64_t p,
+                                           int64_t q, const Consts& k) {
+  if (!is_cost_cell(pb, p, q)) return pb.threshold;
+  return smoothed_acc<M, Scalar>(pb, cv, cost_index(pb, p), cost_index(pb, q), k, static_cast<M*>(nullptr));
+}
+
+// Zero the part of a pair's block_n x block_m gradient block outside its n x m
+// cells, threads `first`, `first + step`, ... of the caller sharing the work.
+template <typename Scalar>
+__device__ void zero_padding(const Problem& pb, Scalar* g, int64_t n, int64_t m, int64_t first, int64_t step) {
+  const int64_t right = pb.block_m - m;  // rows [0, n), columns [m, block_m)
+  for (int64_t idx = first; idx < n * right; idx += step) {
+    const int64_t i = idx / right, j = m + idx % right;
+    g[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+  }
+  for (int64_t idx = first; idx < (pb.block_n - n) * pb.block_m; idx += step) {  // rows [n, block_n)
+    const int64_t i = n + idx / pb.block_m, j = idx % pb.block_m;
+    g[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Thread regime: one thread per pair. Scratch element k of pair b lives at
+// scratch[k * n_pairs + b]: forward R row at k in [1, Q]; backward au at k = q,
+// ad at Qb + q, su at 2 Qb + l, sd at 2 Qb + block_m + l. Tape entry of cell
+// (p, q) at tape[(p * Qb + q) * n_pairs + b].
+template <typename Scalar, bool kGrad>
+__global__ void __launch_bounds__(kThreadBlock)
+    thread_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
+                  Scalar* __restrict__ grad, double* __restrict__ scratch, Tape2<Scalar>* __restrict__ tape, int Qb) {
+  using M = MathOf<Scalar>;
+  const int64_t NP = pb.n_pairs;
+  const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= NP) return;
+  const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
+  const int P = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
+  const int64_t offset = pair_offset(pb, b);
+  const CostView<double, Scalar> cv{cost + offset, pb.stride_i, pb.stride_j};
+  Scalar* g = kGrad ? grad + offset : nullptr;
+  if constexpr (kGrad) zero_padding(pb, g, n, m, 0, 1);
+  if (P == 0 || Q == 0) {  // as the CPU kernel: R[0,0] = 0, an empty row/column gives +inf
+    value[b] = Scalar(P == 0 && Q == 0 ? 0.0 : infinity<double>());
+    return;  // no cost cells: the padding above covered the whole block
+  }
+  auto S = [&](int64_t idx) -> double& { return scratch[idx * NP + b]; };
+  const double inf = infinity<double>();
+
+  for (int q = 1; q <= Q; ++q) S(q) = inf;  // R[0, q]
+  double r = inf;
+  for (int p = 0; p < P; ++p) {
+    double diag = p == 0 ? 0.0 : inf;  // R[p, 0] (R is 1-based here, R[p+1, q+1] is cell (p, q))
+    double left = inf;                 // R[p+1, 0]
+    for (int q = 0; q < Q; ++q) {
+      const double up = S(q + 1);
+      M w[3];
+      const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
+                                        kGrad ? w : static_cast<M*>(nullptr));
+      r = grid_acc<M, Scalar>(pb, cv, p, q, k) + soft;
+      if constexpr (kGrad) tape[(int64_t(p) * Qb + q) * NP + b] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
+      S(q + 1) = r;
+      diag = up;
+      left = r;
+    }
+  }
+  value[b] = Scalar(r);
+
+  if constexpr (kGrad) {
+    const int64_t AU = 0, AD = Qb, SU = 2 * int64_t(Qb), SD = 2 * int64_t(Qb) + pb.block_m;
+    for (int q = 0; q < Q; ++q) S(AU + q) = S(AD + q) = 0.0;
+    if (pb.smooth)
+      for (int64_t l = 0; l < m; ++l) S(SU + l) = S(SD + l) = 0.0;
+    for (int p = P - 1; p >= 0; --p) {
+      double ad_next = 0.0;    // E w_diag of (p+1, q+1), read one column ahead
+      double left_prod = 0.0;  // E w_left of (p, q+1)
+      double sd_next = 0.0;    // smoothing: G w_diag of (k+1, l+1)
+      double s_left = 0.0;     // smoothing: G w_left of (k, l+1)
+      for (int q = Q - 1; q >= 0; --q) {
+        const double diag_prod = ad_next;
+        ad_next = S(AD + q);
+        const double e = (p == P - 1 && q == Q - 1) ? 1.0 : S(AU + q) + diag_prod + left_prod;
+        const Tape2<Scalar> tw = tape[(int64_t(p) * Qb + q) * NP + b];
+        const double wd = double(tw.diag), wu = double(tw.up);
+        S(AU + q) = e * wu;
+        S(AD + q) = e * wd;
+        left_prod = e * fmax(1.0 - wd - wu, 0.0);
+        if (!is_cost_cell(pb, p, q)) continue;
+        const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
+        double dc = e;
+        if (pb.smooth) {
+          M w[3];
+          smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
+          dc += s_left + S(SU + j) + sd_next;
+          sd_next = S(SD + j);
+          S(SU + j) = e * double(w[1]);
+          S(SD + j) = e * double(w[2]);
+          s_left = e * double(w[0]);
+        }
+        g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Block regime: one block per pair, strips of blockDim.x rows. Per pair:
+// `scratch + b * scratch_stride` holds the forward's row buffer (R[b0, q + 1] at
+// [q + 1]) and then the backward's column buffer (one Pub per column), and
+// `tape + b * tape_stride` the tape: strip by strip, the cell (b0 + t, q) of a
+// strip of `rows` rows at [b0 * Q + ((q + t) mod Q) * rows + t], so that the
+// cells of one step (q + t = s) are contiguous (coalesced stores and loads).
+template <typename Scalar, bool kGrad>
+__global__ void __launch_bounds__(kMaxStrip)
+    block_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
+                 Scalar* __restrict__ grad, double* scratch, int64_t scratch_stride, Tape2<Scalar>* tape,
+                 int64_t tape_stride) {
+  using M = MathOf<Scalar>;
+  extern __shared__ double smem[];  // forward: 2 T doubles; backward: 2 T Pubs
+  const int64_t b = blockIdx.x;
+  const int t = threadIdx.x, T = blockDim.x;
+  const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
+  const int P = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
+  const int64_t offset = pair_offset(pb, b);
+  const CostView<double, Scalar> cv{cost + offset, pb.stride_i, pb.stride_j};
+  Scalar* g = kGrad ? grad + offset : nullptr;
+  if constexpr (kGrad) zero_padding(pb, g, n, m, t, T);
+  if (P == 0 || Q == 0) {  // uniform over the block: nobody reaches a barrier
+    if (t == 0) value[b] = Scalar(P == 0 && Q == 0 ? 0.0 : infinity<double>());
+    return;
+  }
+  const double inf = infinity<double>();
+  double* rowbuf = scratch + b * scratch_stride;
+  Tape2<Scalar>* tp = kGrad ? tape + b * tape_stride : nullptr;
+
+  // Forward. Thread t of the strip at b0 computes cell (p, q) = (b0 + t, s - t) at step s.
+  auto sbuf = [&](int s) { return (s & 1) ? smem + T : smem; };
+  for (int b0 = 0; b0 < P; b0 += T) {
+    const int rows = min(T, P - b0);
+    const int p = b0 + t;
+    const bool active = t < rows;
+    const bool feeds_next = t == rows - 1 && b0 + rows < P;  // last row of a strip with one below
+    Tape2<Scalar>* ts = kGrad ? tp + int64_t(b0) * Q : nullptr;
+    double diag = p == 0 ? 0.0 : inf;  // R[p, 0] (1-based R)
+    double left = inf;                 // R[p+1, 0]
+    double w_cell = active ? grid_acc<M, Scalar>(pb, cv, p, 0, k) : 0.0;  // W[p, q], fetched a step ahead
+    const int steps = Q + rows - 1;
+    int srow = 0;  // s mod Q
+    for (int s = 0; s < steps; ++s) {
+      const int q = s - t;
+      if (active && q >= 0 && q < Q) {
+        // R[p, q+1]: from the row above, computed at step s - 1.
+        const double up = t == 0 ? (p == 0 ? inf : rowbuf[q + 1]) : sbuf(s + 1)[t - 1];
+        M w[3];
+        const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
+                                          kGrad ? w : static_cast<M*>(nullptr));
+        const double r = w_cell + soft;
+        if (q + 1 < Q) w_cell = grid_acc<M, Scalar>(pb, cv, p, q + 1, k);
+        if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
+        // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
+        if (feeds_next) rowbuf[q + 1] = r;
+        if (p == P - 1 && q == Q - 1) value[b] = Scalar(r);
+        sbuf(s)[t] = r;
+        diag = up;
+        left = r;
+      }
+      __syncthreads();
+      if (++srow == Q) srow = 0;
+    }
+  }
+
+  if constexpr (kGrad) {
+    // Backward: strips bottom-up, steps in reverse. Thread t at step s does cell
+    // (b0 + t, s - t) and needs what thread t + 1 published at steps s + 1 (its
+    // cell (p+1, q)) and s + 2 (cell (p+1, q+1), kept from the previous step).
+    auto pbuf = [&](int s) { return reinterpret_cast<Pub*>(smem) + ((s & 1) ? T : 0); };
+    Pub* colbuf = reinterpret_cast<Pub*>(rowbuf);  // what the first row of the strip below published
+    for (int b0 = ((P - 1) / T) * T; b0 >= 0; b0 -= T) {
+      const int rows = min(T, P - b0);
+      const int p = b0 + t;
+      const bool active = t < rows;
+      const bool cost_row = !pb.weak || (p & 1);
+      const Tape2<Scalar>* ts = tp + int64_t(b0) * Q;
+      double ad_next = 0.0, left_prod = 0.0, sd_next = 0.0, s_left = 0.0;  // as in thread_kernel
+      const int steps = Q + rows - 1;
+      int srow = (steps - 1) % Q;
+      for (int s = steps - 1; s >= 0; --s) {
+        const int q = s - t;
+        if (active && q >= 0 && q < Q) {
+          Pub in;
+          if (t == rows - 1)
+            in = p == P - 1 ? Pub{0.0, 0.0, 0.0, 0.0} : colbuf[q];
+          else
+            in = pbuf(s + 1)[t + 1];
+          const double diag_prod = ad_next;
+          ad_next = in.ad;
+          const double e = (p == P - 1 && q == Q - 1) ? 1.0 : in.au + diag_prod + left_prod;
+          const Tape2<Scalar> tw = ts[int64_t(srow) * rows + t];
+          const double wd = double(tw.diag), wu = double(tw.up);
+          Pub out{e * wu, e * wd, 0.0, 0.0};
+          left_prod = e * fmax(1.0 - wd - wu, 0.0);
+          if (is_cost_cell(pb, p, q)) {
+            const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
+            double dc = e;
+            if (pb.smooth) {
+              M w[3];
+              smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
+              dc += s_left + in.su + sd_next;
+              sd_next = in.sd;
+              out.su = e * double(w[1]);
+              out.sd = e * double(w[2]);
+              s_left = e * double(w[0]);
+            }
+            g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
+          } else if (!cost_row) {  // a weak grid's threshold row: pass the smoothing terms up
+            out.su = in.su;
+            out.sd = in.sd;
+          }
+          pbuf(s)[t] = out;
+          // In place: the strip's last thread read colbuf[q] at step q + rows - 1 >= this one.
+          if (t == 0 && b0 > 0) colbuf[q] = out;
+        }
+        __syncthreads();
+        srow = srow == 0 ? Q - 1 : srow - 1;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side.
+
+struct Sizes {
+  int64_t P = 0, Q = 0;      // grid extents of a full block
+  size_t tape_bytes = 0;     // 0 without a gradient
+  size_t scratch_bytes = 0;  // float64 wavefront buffers
+  int64_t scratch_per_pair = 0;
+  size_t total = 0;
+};
+
+size_t checked_mul(size_t a, size_t b) {
+  size_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw std::runtime_error("s2dtw (cuda): problem too large (size overflow)");
+  return r;
+}
+
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 template <typename Scalar>
-size_t workspace_bytes(const Problem&, bool) {
-  return 0;
+Sizes sizes(const Problem& pb, bool with_grad) {
+  if (pb.n_pairs < 0 || pb.block_n < 1 || pb.block_m < 1)
+    throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty blocks)");
+  Sizes z;
+  z.P = grid_extent(pb, pb.block_n);
+  z.Q = grid_extent(pb, pb.block_m);
+  if (z.P > INT_MAX / 2 || z.Q > INT_MAX / 2)
+    throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
+  const size_t np = size_t(pb.n_pairs);
+  if (with_grad)
+    z.tape_bytes = align_up(checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))),
+                                        sizeof(Tape2<Scalar>)));
+  // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 block_m
+  // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column).
+  z.scratch_per_pair = with_grad ? 4 * z.Q : z.Q + 1;
+  z.scratch_bytes = align_up(checked_mul(checked_mul(np, size_t(z.scratch_per_pair)), sizeof(double)));
+  z.total = z.tape_bytes + z.scratch_bytes + kAlign;  // slack to align the caller's pointer
+  return z;
+}
+
+struct Plan {
+  bool block = true;
+  int strip = 32;  // threads per block (block regime)
+};
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("s2dtw (cuda): ") + what + ": " + cudaGetErrorString(err));
+}
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return std::max(sms, 1);
+}
+
+// A rough cycle model (numbers for an A100/H100 SM, 4 schedulers):
+// one cell on the critical path costs ~kCellLatency cycles (float64 adds, the
+// exp/log chain, the shared/L1 round trip and the barrier); issuing one cell for
+// a warp costs ~kWarpCellIssue scheduler cycles, an SM issuing 4 warps at once.
+Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms) {
+  constexpr double kCellLatency = 300.0, kWarpCellIssue = 40.0 / 4.0;
+  const double np = double(pb.n_pairs), s = double(sms);
+  // Thread regime: 2048 threads per SM, each walking P * Q dependent cells.
+  const double warps_per_sm = std::min(64.0, std::ceil(np / (32.0 * s)));
+  const double thread_est = std::ceil(np / (2048.0 * s)) * double(P) * double(Q) *
+                            std::max(kCellLatency, warps_per_sm * kWarpCellIssue);
+  Plan best{true, 32};
+  double best_est = -1;
+  for (int T = 32; T <= kMaxStrip; T *= 2) {
+    if (T > 32 && T / 2 >= P) break;  // taller strips than the grid only add idle threads
+    const double per_sm = std::min({32.0, 2048.0 / T, std::ceil(np / s)});
+    const double waves = std::ceil(np / (per_sm * s));
+    const double strips = std::ceil(double(P) / T);
+    const double steps = strips * double(Q - 1) + double(P);  // sum over strips of Q + rows - 1
+    const double est = waves * steps * std::max(kCellLatency, per_sm * T / 32.0 * kWarpCellIssue);
+    if (best_est < 0 || est < best_est) best_est = est, best.strip = T;
+  }
+  best.block = !(thread_est < best_est);
+  if (const char* env = std::getenv("S2DTW_CUDA_REGIME")) {
+    const std::string v(env);
+    if (v == "thread") best.block = false;
+    else if (v == "block") best.block = true;
+    else if (!v.empty() && v != "auto")
+      throw std::invalid_argument("s2dtw (cuda): S2DTW_CUDA_REGIME must be auto, thread or block, got " + v);
+  }
+  if (const char* env = std::getenv("S2DTW_CUDA_STRIP")) {
+    if (*env) {
+      const int T = std::atoi(env);
+      if (T < 32 || T > kMaxStrip || T % 32 != 0)
+        throw std::invalid_argument("s2dtw (cuda): S2DTW_CUDA_STRIP must be a multiple of 32 in [32, 1024]");
+      best.strip = T;
+    }
+  }
+  return best;
+}
+
+template <typename Scalar, bool kGrad>
+void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z, const Scalar* cost,
+            Scalar* value, Scalar* grad, Tape2<Scalar>* tape, double* scratch, cudaStream_t stream) {
+  if (plan.block) {
+    if (pb.n_pairs > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 pairs");
+    const int T = plan.strip;
+    const size_t smem = kGrad ? 2 * size_t(T) * sizeof(Pub) : 2 * size_t(T) * sizeof(double);
+    auto kernel = block_kernel<Scalar, kGrad>;
+    if (smem > 48 * 1024)
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+            "cudaFuncSetAttribute(block_kernel)");
+    kernel<<<unsigned(pb.n_pairs), T, smem, stream>>>(pb, k, cost, value, grad, scratch, z.scratch_per_pair,
+                                                       tape, z.P * z.Q);
+    check(cudaGetLastError(), "launching block_kernel");
+  } else {
+    const int64_t blocks = (pb.n_pairs + kThreadBlock - 1) / kThreadBlock;
+    thread_kernel<Scalar, kGrad><<<unsigned(blocks), kThreadBlock, 0, stream>>>(pb, k, cost, value, grad, scratch,
+                                                                                 tape, int(z.Q));
+    check(cudaGetLastError(), "launching thread_kernel");
+  }
+}
+
+}  // namespace
+
+template <typename Scalar>
+size_t workspace_bytes(const Problem& pb, bool with_grad) {
+  return sizes<Scalar>(pb, with_grad).total;
 }
 
 template <typename Scalar>
-void run(const Problem&, const Scalar*, Scalar*, Scalar*, void*, size_t, cudaStream_t) {
-  throw std::runtime_error("s2dtw: the CUDA kernels are not implemented yet");
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, void* workspace,
+         size_t workspace_size, cudaStream_t stream) {
+  const bool with_grad = grad != nullptr;
+  const Sizes z = sizes<Scalar>(pb, with_grad);
+  if (pb.n_pairs == 0) return;
+  if (!cost || !value || !pb.pair_n || !pb.pair_m)
+    throw std::invalid_argument("s2dtw (cuda): null cost, value, pair_n or pair_m pointer");
+  if (!(pb.gamma > 0)) throw std::invalid_argument("s2dtw (cuda): gamma must be > 0");
+  if (workspace_size < z.total || workspace == nullptr)
+    throw std::runtime_error("s2dtw (cuda): workspace too small: got " + std::to_string(workspace_size) +
+                             " bytes, need " + std::to_string(z.total) + " (workspace_bytes)");
+  auto* base = reinterpret_cast<unsigned char*>(align_up(reinterpret_cast<uintptr_t>(workspace)));
+  auto* tape = with_grad ? reinterpret_cast<Tape2<Scalar>*>(base) : nullptr;
+  auto* scratch = reinterpret_cast<double*>(base + z.tape_bytes);
+
+  Consts k;
+  k.gamma = pb.gamma;
+  k.inv_gamma = 1.0 / pb.gamma;
+  k.smoothing = pb.smoothing;
+  k.inv_smoothing = pb.smooth ? 1.0 / pb.smoothing : 0.0;
+  k.gamma_f = float(k.gamma);
+  k.inv_gamma_f = float(k.inv_gamma);
+  k.smoothing_f = float(k.smoothing);
+  k.inv_smoothing_f = float(k.inv_smoothing);
+
+  const Plan plan = choose_plan(pb, z.P, z.Q, sm_count());
+  if (with_grad)
+    launch<Scalar, true>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
+  else
+    launch<Scalar, false>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
 }
 
 template size_t workspace_bytes<float>(const Problem&, bool);
