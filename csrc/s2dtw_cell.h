@@ -35,6 +35,8 @@ struct Problem {
   double smoothing = 0.0;
   bool weak = false;
   double threshold = 0.0;
+  bool banded = false;
+  double bandwidth = 0.0;  // Sakoe-Chiba half-width, in sequence elements
 };
 
 S2DTW_HD int64_t pair_offset(const Problem& pb, int64_t b) {
@@ -108,6 +110,32 @@ S2DTW_HD T smoothed_cost(const Problem& pb, const CostView<T, Scalar>& cost, int
   const T up = i > 0 ? cost(i - 1, j) : inf;
   const T diag = (i > 0 && j > 0) ? cost(i - 1, j - 1) : inf;
   return c + softmin3(left, up, diag, s, T(1) / s, weights);
+}
+
+S2DTW_HD int64_t floor_div(int64_t a, int64_t d) { return a >= 0 ? a / d : -((d - 1 - a) / d); }
+
+// The Sakoe-Chiba band on a P x Q grid keeps the cells with
+// |p (Q-1) - q (P-1)| <= width: it follows the diagonal from (0, 0) to (P-1, Q-1),
+// and width = floor(bandwidth * min(P-1, Q-1)) makes `bandwidth` a distance in cells
+// of the longer side (two grid cells per sequence element on the weak grid).
+S2DTW_HD int64_t band_width(const Problem& pb, int64_t P, int64_t Q) {
+  const int64_t full = (P - 1) * (Q - 1);
+  if (!pb.banded) return full;
+  const double raw = (pb.weak ? 2.0 : 1.0) * pb.bandwidth * double(lesser(P - 1, Q - 1));
+  return raw >= double(full) ? full : int64_t(floor(raw));
+}
+
+struct Columns {
+  int64_t lo, hi;  // inclusive; lo > hi is empty
+};
+
+// The columns of grid row p inside the band (every column when there is none).
+S2DTW_HD Columns band_columns(int64_t P, int64_t Q, int64_t width, int64_t p) {
+  if (P == 1) return {0, Q - 1};
+  const int64_t centre = p * (Q - 1);
+  const int64_t lo = -floor_div(width - centre, P - 1);  // ceil((centre - width) / (P-1))
+  const int64_t hi = floor_div(centre + width, P - 1);
+  return {lo < 0 ? 0 : lo, hi > Q - 1 ? Q - 1 : hi};
 }
 
 // Whether grid cell (p, q) (0-based) carries a smoothed cost D[p/2, q/2]

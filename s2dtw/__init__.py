@@ -7,8 +7,20 @@ See docs/semantics.md for the exact definition.
 """
 
 from ._dispatch import backends
-from .functional import s2dtw, soft_dtw
-from .losses import S2DTWLoss, SoftDTWLoss
+from .alignment import SoftAlignment, plot_alignment, soft_alignment
+from .functional import pairwise, s2dtw, soft_dtw
+from .losses import S2DTWContrastiveLoss, S2DTWLoss, SoftDTWLoss
 
-__all__ = ["S2DTWLoss", "SoftDTWLoss", "backends", "s2dtw", "soft_dtw"]
+__all__ = [
+    "S2DTWContrastiveLoss",
+    "S2DTWLoss",
+    "SoftAlignment",
+    "SoftDTWLoss",
+    "backends",
+    "pairwise",
+    "plot_alignment",
+    "s2dtw",
+    "soft_alignment",
+    "soft_dtw",
+]
 __version__ = "0.1.0"

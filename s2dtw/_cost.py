@@ -13,6 +13,12 @@ Metric = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 METRICS = ("neg_dot", "neg_cosine", "sqeuclidean")
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dynamic programme runs in float32 or float64; half inputs (and autocast's
+    half-precision GEMMs) are computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def cost_matrix(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
     """C[b, i, j] = cost(x[b, i], y[b, j]) of shape (B, N, M).
 

@@ -25,11 +25,12 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 
 @dataclass(frozen=True)
 class Params:
-    """The alignment's hyper-parameters; ``None`` turns smoothing / the weak grid off."""
+    """The alignment's hyper-parameters; ``None`` turns smoothing / the weak grid / the band off."""
 
     gamma: float
     smoothing: float | None
     threshold: float | None
+    bandwidth: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,34 @@ class Layout:
         return self.pair_n.numel()
 
     @staticmethod
-    def batched(cost: torch.Tensor, pair_n: torch.Tensor, pair_m: torch.Tensor) -> Layout:
+    def batched(cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor) -> Layout:
         """A contiguous (B, N, M) cost: pair b is cost[b]."""
         _, n, m = cost.shape
-        return Layout(pair_n, pair_m, 1, n, m, n * m, 0, m, 1)
+        return Layout(x_lengths, y_lengths, 1, n, m, n * m, 0, m, 1)
+
+    @staticmethod
+    def all_pairs(cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor) -> Layout:
+        """A contiguous (Bx * N, By * M) cost of every x against every y: pair (i, j) is number i * By + j."""
+        bx, by = x_lengths.numel(), y_lengths.numel()
+        n, m = cost.shape[0] // bx, cost.shape[1] // by
+        return Layout(x_lengths.repeat_interleave(by), y_lengths.repeat(bx), by, n, m, n * by * m, m, by * m, 1)
+
+    def ints(self) -> list[int]:
+        """Everything but the lengths, as a list (what the custom op takes)."""
+        return [self.pairs_per_x, self.block_n, self.block_m, self.stride_x, self.stride_y, self.stride_i,
+                self.stride_j]
+
+    @staticmethod
+    def from_ints(pair_n: torch.Tensor, pair_m: torch.Tensor, ints: list[int]) -> Layout:
+        return Layout(pair_n, pair_m, *ints)
 
     def scale_grad(self, grad: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
-        """grad (shaped like the cost) times d loss / d value of the pair each block belongs to."""
-        return grad * grad_value.reshape(-1, 1, 1)
+        """grad (shaped like the cost) times d loss / d value of the pair each block belongs to.
+
+        Both layouts are blocks of (rows of x) x (pairs_per_x) x (columns of y).
+        """
+        blocks = grad.reshape(-1, self.block_n, self.pairs_per_x, self.block_m)
+        return (blocks * grad_value.reshape(-1, 1, self.pairs_per_x, 1)).reshape(grad.shape)
 
 
 def _problem_kwargs(layout: Layout, params: Params) -> dict[str, Any]:
@@ -74,6 +95,7 @@ def _problem_kwargs(layout: Layout, params: Params) -> dict[str, Any]:
         gamma=params.gamma,
         smoothing=params.smoothing,
         threshold=params.threshold,
+        bandwidth=params.bandwidth,
     )
 
 
@@ -222,7 +244,8 @@ def _run_numpy(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | Non
         offset = (b // layout.pairs_per_x) * layout.stride_x + (b % layout.pairs_per_x) * layout.stride_y
         strides = (layout.stride_i * itemsize, layout.stride_j * itemsize)
         block = np.lib.stride_tricks.as_strided(flat[offset:], shape=(n, m), strides=strides)
-        value[b], block_grad = _reference.align_one(block, params.gamma, params.smoothing, params.threshold)
+        value[b], block_grad = _reference.align_one(block, params.gamma, params.smoothing, params.threshold,
+                                                    params.bandwidth)
         if grad_flat is not None:
             np.lib.stride_tricks.as_strided(grad_flat[offset:], shape=(n, m), strides=strides)[:] = block_grad
 

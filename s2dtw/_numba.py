@@ -76,9 +76,28 @@ def grid_extent(weak, length):
     return 2 * length + 1 if weak else length
 
 
+@njit(inline="always")
+def band_width(weak, banded, bandwidth, P, Q):
+    """|p (Q-1) - q (P-1)| <= width keeps a cell (see ``band_width`` in s2dtw_cell.h)."""
+    full = (P - 1) * (Q - 1)
+    if not banded:
+        return full
+    raw = (2.0 if weak else 1.0) * bandwidth * min(P - 1, Q - 1)
+    return full if raw >= full else int(math.floor(raw))
+
+
+@njit(inline="always")
+def band_columns(P, Q, width, p):
+    """First and last column of grid row p inside the band."""
+    if P == 1:
+        return 0, Q - 1
+    centre = p * (Q - 1)
+    return max(0, -((width - centre) // (P - 1))), min(Q - 1, (centre + width) // (P - 1))
+
+
 @njit(cache=True, parallel=True, fastmath=False)
 def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x, stride_y, stride_i,
-            stride_j, block_n, block_m, gamma, smooth, smoothing, weak, threshold, n_chunks):
+            stride_j, block_n, block_m, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, n_chunks):
     n_pairs = value.shape[0]
     inv_gamma = 1.0 / gamma
     big_p, big_q = grid_extent(weak, block_n), grid_extent(weak, block_m)
@@ -89,13 +108,16 @@ def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x,
             base = (b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
             P, Q = grid_extent(weak, pair_n[b]), grid_extent(weak, pair_m[b])
 
-            # Forward: R over W, two rows; the tape keeps d softmin / d(R diagonal, R above).
+            # Forward: R over W, two rows (+inf outside the band); the tape keeps
+            # d softmin / d(R diagonal, R above).
             above, here = 0, Q + 1
+            rows[:2 * (Q + 1)] = math.inf
             rows[0] = 0.0
-            rows[1:Q + 1] = math.inf
+            width = band_width(weak, banded, bandwidth, P, Q)
             for p in range(P):
-                rows[here] = math.inf
-                for q in range(Q):
+                lo, hi = band_columns(P, Q, width, p)
+                rows[here + lo] = math.inf
+                for q in range(lo, hi + 1):
                     soft, w_diag, w_up, _ = softmin3(rows[above + q], rows[above + q + 1], rows[here + q],
                                                      gamma, inv_gamma)
                     cell = grid_cell(cost, base, stride_i, stride_j, p, q, smooth, smoothing, weak, threshold)
@@ -116,16 +138,18 @@ def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x,
             # goes into the gradient, through the smoothing weights when smoothing.
             below, here = 0, Q + 1
             for p in range(P - 1, -1, -1):
-                for q in range(Q - 1, -1, -1):
+                lo, hi = band_columns(P, Q, width, p)
+                next_lo, next_hi = band_columns(P, Q, width, p + 1) if p + 1 < P else (1, 0)
+                for q in range(hi, lo - 1, -1):
                     e = 0.0
                     if p == P - 1 and q == Q - 1:
                         e = 1.0
                     else:
-                        if p + 1 < P:
+                        if next_lo <= q <= next_hi:
                             e += rows[below + q] * np.float64(tape[2 * ((p + 1) * Q + q) + 1])
-                            if q + 1 < Q:
-                                e += rows[below + q + 1] * np.float64(tape[2 * ((p + 1) * Q + q + 1)])
-                        if q + 1 < Q:
+                        if next_lo <= q + 1 <= next_hi:
+                            e += rows[below + q + 1] * np.float64(tape[2 * ((p + 1) * Q + q + 1)])
+                        if q + 1 <= hi:
                             t = 2 * (p * Q + q + 1)
                             from_left = 1.0 - np.float64(tape[t]) - np.float64(tape[t + 1])
                             e += rows[here + q + 1] * max(from_left, 0.0)
@@ -150,7 +174,7 @@ def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x,
 def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n: np.ndarray,
         pair_m: np.ndarray, n_pairs: int, pairs_per_x: int, stride_x: int, stride_y: int, stride_i: int, stride_j: int,
         block_n: int, block_m: int, gamma: float, smoothing: float | None, threshold: float | None,
-        num_threads: int) -> None:
+        bandwidth: float | None, num_threads: int) -> None:
     """Soft-DTW values (and gradients) of every pair in a flat cost buffer.
 
     Pair ``b``'s cell ``(i, j)`` lies at ``(b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
@@ -158,7 +182,7 @@ def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n:
     ``pair_n[b] x pair_m[b]`` inside a ``block_n x block_m`` block. ``value[b]`` receives the value;
     ``grad`` (None or laid out like ``cost``) receives d value / d cost, 0 on each block's padding.
     ``smoothing`` None disables the local smoothing; ``threshold`` None uses the plain grid instead of
-    the weak-alignment one. Runs on up to ``num_threads`` threads.
+    the weak-alignment one; ``bandwidth`` None means no Sakoe-Chiba band. Runs on up to ``num_threads`` threads.
     """
     if n_pairs == 0:
         return
@@ -172,6 +196,7 @@ def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n:
         _kernel(cost, value, grad, with_grad, pair_n, pair_m, int(pairs_per_x), int(stride_x), int(stride_y),
                 int(stride_i), int(stride_j), int(block_n), int(block_m), float(gamma), smoothing is not None,
                 0.0 if smoothing is None else float(smoothing), threshold is not None,
-                0.0 if threshold is None else float(threshold), n_chunks)
+                0.0 if threshold is None else float(threshold), bandwidth is not None,
+                0.0 if bandwidth is None else float(bandwidth), n_chunks)
     finally:
         numba.set_num_threads(previous)

@@ -54,13 +54,27 @@ def weak_grid(smoothed: np.ndarray, threshold: float) -> np.ndarray:
     return grid
 
 
-def soft_dtw_table(grid: np.ndarray, gamma: float) -> np.ndarray:
-    """R of shape (P+1, Q+1); the soft-DTW value is R[P, Q]."""
+def band_mask(rows: int, cols: int, bandwidth: float | None) -> np.ndarray:
+    """Cells (p, q) with |p (cols-1) - q (rows-1)| <= floor(bandwidth * min(rows-1, cols-1)).
+
+    `bandwidth` is in grid cells along the longer side; None keeps every cell.
+    """
+    if bandwidth is None:
+        return np.ones((rows, cols), dtype=bool)
+    width = np.floor(bandwidth * min(rows - 1, cols - 1))
+    p, q = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    return np.abs(p * (cols - 1) - q * (rows - 1)) <= width
+
+
+def soft_dtw_table(grid: np.ndarray, gamma: float, band: np.ndarray | None = None) -> np.ndarray:
+    """R of shape (P+1, Q+1); the soft-DTW value is R[P, Q]. Cells outside `band` stay +inf."""
     rows, cols = grid.shape
     table = np.full((rows + 1, cols + 1), np.inf)
     table[0, 0] = 0.0
     for p in range(1, rows + 1):
         for q in range(1, cols + 1):
+            if band is not None and not band[p - 1, q - 1]:
+                continue
             predecessors = [table[p - 1, q - 1], table[p - 1, q], table[p, q - 1]]
             table[p, q] = grid[p - 1, q - 1] + softmin(predecessors, gamma)[0]
     return table
@@ -86,16 +100,21 @@ def soft_dtw_grad(grid: np.ndarray, table: np.ndarray, gamma: float) -> np.ndarr
 
 
 def align_one(
-    cost: np.ndarray, gamma: float, smoothing: float | None, threshold: float | None
+    cost: np.ndarray, gamma: float, smoothing: float | None, threshold: float | None,
+    bandwidth: float | None = None,
 ) -> tuple[float, np.ndarray]:
-    """Value and d value / d cost for one (n, m) cost matrix."""
+    """Value and d value / d cost for one (n, m) cost matrix.
+
+    `bandwidth` is in sequence elements: two grid cells each on the weak grid.
+    """
     cost = np.asarray(cost, dtype=np.float64)
     if smoothing is None:
         smoothed, weights = cost, None
     else:
         smoothed, weights = smooth(cost, smoothing)
     grid = smoothed if threshold is None else weak_grid(smoothed, threshold)
-    table = soft_dtw_table(grid, gamma)
+    grid_bandwidth = None if bandwidth is None else bandwidth * (1 if threshold is None else 2)
+    table = soft_dtw_table(grid, gamma, band_mask(*grid.shape, grid_bandwidth))
     expected = soft_dtw_grad(grid, table, gamma)
     grad_smoothed = expected if threshold is None else expected[1::2, 1::2]
     if weights is None:
@@ -114,6 +133,7 @@ def align(
     gamma: float,
     smoothing: float | None,
     threshold: float | None,
+    bandwidth: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Batched: cost (B, N, M); pair b uses cost[b, :pair_n[b], :pair_m[b]].
 
@@ -124,5 +144,5 @@ def align(
     grad = np.zeros_like(cost)
     for b in range(cost.shape[0]):
         n, m = int(pair_n[b]), int(pair_m[b])
-        value[b], grad[b, :n, :m] = align_one(cost[b, :n, :m], gamma, smoothing, threshold)
+        value[b], grad[b, :n, :m] = align_one(cost[b, :n, :m], gamma, smoothing, threshold, bandwidth)
     return value, grad

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Union
 
+import numpy as np
 import torch
 
 from ._dispatch import Params
@@ -16,20 +17,27 @@ Lengths = Union[torch.Tensor, Sequence[int], None]
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_params(gamma: float, smoothing: float | None, threshold: float | None) -> Params:
+def _is_number(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def check_params(
+    gamma: float, smoothing: float | None, threshold: float | None, bandwidth: float | None = None
+) -> Params:
     def positive(name: str, v: object) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if not _is_number(v) or v <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         return float(v)
 
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
-    ):
+    if bandwidth is not None and (not _is_number(bandwidth) or bandwidth < 0):
+        raise ValueError(f"bandwidth must be a finite number >= 0 or None, got {bandwidth!r}")
+    if threshold is not None and not _is_number(threshold):
         raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
     return Params(
         gamma=positive("gamma", gamma),
         smoothing=None if smoothing is None else positive("smoothing", smoothing),
         threshold=None if threshold is None else float(threshold),
+        bandwidth=None if bandwidth is None else float(bandwidth),
     )
 
 
@@ -45,22 +53,30 @@ def _check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
     return t
 
 
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
 def _check_finite(name: str, t: torch.Tensor) -> None:
     # One reduction (and, for a GPU tensor, one synchronisation): NaN or inf would
-    # otherwise come back as a silently wrong value or gradient.
+    # otherwise come back as a silently wrong value or gradient. A data-dependent
+    # branch cannot be traced, so torch.compile'd code skips it (docs/training.md).
+    if _compiling():
+        return
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf")
 
 
-def check_sequences(x: object, y: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (B, N, d) and y (B, M, d): same batch, features, device and dtype."""
-    x = _check_tensor("x", x, 3, "(B, N, d)")
-    y = _check_tensor("y", y, 3, "(B, M, d)")
+def check_sequences(x: object, y: object, same_batch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, N, d) and y (B, M, d): same features, device and dtype (and batch, if `same_batch`)."""
+    x = _check_tensor("x", x, 3, "(B, N, d)" if same_batch else "(Bx, N, d)")
+    y = _check_tensor("y", y, 3, "(B, M, d)" if same_batch else "(By, M, d)")
     if x.device != y.device:
         raise ValueError(f"x and y must be on the same device, got x on {x.device} and y on {y.device}")
     if x.dtype != y.dtype:
         raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
-    if x.shape[0] != y.shape[0]:
+    if same_batch and x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same batch size, got x {tuple(x.shape)} and y {tuple(y.shape)}")
     if x.shape[2] != y.shape[2]:
         raise ValueError(
@@ -80,13 +96,13 @@ def check_cost(cost: object, batch: int | None = None) -> torch.Tensor:
     return cost
 
 
-def check_lengths(name: str, lengths: Lengths, batch: int, full: int, device: torch.device) -> torch.Tensor:
-    """(B,) int64 lengths in [1, full] on `device`; None means every sequence is `full` long.
+def check_lengths(name: str, lengths: Lengths, batch: int, full: int) -> torch.Tensor:
+    """(B,) int64 lengths in [1, full], on the CPU; None means every sequence is `full` long.
 
     Reading the values of lengths given on a GPU synchronises with it once.
     """
     if lengths is None:
-        return torch.full((batch,), full, dtype=torch.int64, device=device)
+        return torch.full((batch,), full, dtype=torch.int64)
     if isinstance(lengths, torch.Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
@@ -101,5 +117,40 @@ def check_lengths(name: str, lengths: Lengths, batch: int, full: int, device: to
     low, high = int(values.min()), int(values.max())
     if low < 1 or high > full:
         raise ValueError(f"{name} must lie in [1, {full}] (the padded length), got values in [{low}, {high}]")
-    return values.to(device)
+    return values
+
+
+def _band_connects(rows: int, cols: int, width: float) -> bool:
+    """Whether a monotone path from (0, 0) to the last cell stays inside the band (docs/semantics.md)."""
+    if rows == 1:
+        return True
+    centre = np.arange(rows) * (cols - 1)
+    lo = np.maximum(0, -((np.floor(width) - centre) // (rows - 1)))
+    hi = np.minimum(cols - 1, (centre + np.floor(width)) // (rows - 1))
+    return bool(np.all(lo[1:] <= np.minimum(hi[:-1] + 1, hi[1:])))
+
+
+def check_band(params: Params, x_lengths: torch.Tensor, y_lengths: torch.Tensor, all_pairs: bool = False) -> None:
+    """Raise if the Sakoe-Chiba band leaves some pair's end cell unreachable (its value would be +inf).
+
+    Pairs are (x_lengths[b], y_lengths[b]), or every combination when `all_pairs`.
+    """
+    if params.bandwidth is None:
+        return
+    xs, ys = x_lengths.tolist(), y_lengths.tolist()
+    pairs = {(a, b) for a in set(xs) for b in set(ys)} if all_pairs else set(zip(xs, ys))
+    cells = 1 if params.threshold is None else 2  # grid cells per sequence element
+    for n, m in sorted(pairs):
+        rows, cols = (2 * n + 1, 2 * m + 1) if params.threshold is not None else (n, m)
+        shorter = min(rows - 1, cols - 1)
+        if _band_connects(rows, cols, cells * params.bandwidth * shorter):
+            continue
+        low, high = params.bandwidth, float(max(n, m))
+        for _ in range(40):  # the narrowest band that connects, to say what would work
+            mid = (low + high) / 2
+            low, high = (low, mid) if _band_connects(rows, cols, cells * mid * shorter) else (mid, high)
+        raise ValueError(
+            f"bandwidth={params.bandwidth} cuts every path off for a pair of lengths ({n}, {m}): "
+            f"the value would be +inf. Use bandwidth >= {high:.4g} (or None)."
+        )
 

@@ -1,72 +1,63 @@
-"""Functional API: S2DTW and soft-DTW values of a batch of pairs, differentiable."""
+"""Functional API: S2DTW and soft-DTW values of pairs of sequences, differentiable."""
 
 from __future__ import annotations
 
 import torch
 
-from . import _dispatch
-from ._cost import Metric, cost_matrix
+from . import _op
+from ._cost import Metric, compute_dtype, cost_matrix
 from ._dispatch import Layout, Params
-from ._validation import Lengths, check_cost, check_lengths, check_params, check_sequences
+from ._validation import Lengths, check_band, check_cost, check_lengths, check_params, check_sequences
 
 
-class _AlignFunction(torch.autograd.Function):
-    """Values of every pair of a cost buffer. The kernels compute the gradient in the
-    same pass as the value (it needs the forward's transition weights), so backward
-    only scales the saved gradient."""
-
-    @staticmethod
-    def forward(ctx, cost: torch.Tensor, layout: Layout, params: Params, backend: str) -> torch.Tensor:
-        value, grad = _dispatch.run(backend, cost, layout, params, need_grad=ctx.needs_input_grad[0])
-        ctx.layout = layout
-        if grad is not None:
-            ctx.save_for_backward(grad)
-        return value
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_value: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return ctx.layout.scale_grad(grad, grad_value), None, None, None
+def _run(cost: torch.Tensor, layout: Layout, params: Params, backend: str | None) -> torch.Tensor:
+    return _op.align(cost.contiguous(), layout, params, backend)
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # The dynamic programme runs in float32 or float64; half inputs are computed in float32.
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _paired_values(cost: torch.Tensor, x_len: torch.Tensor, y_len: torch.Tensor, params: Params,
+                   backend: str | None) -> torch.Tensor:
+    """(B,) values of a (B, N, M) cost; lengths (B,) on the CPU."""
+    check_band(params, x_len, y_len)
+    layout = Layout.batched(cost, x_len.to(cost.device), y_len.to(cost.device))
+    return _run(cost, layout, params, backend)
 
 
-def _align(
-    x: torch.Tensor | None,
-    y: torch.Tensor | None,
-    cost: torch.Tensor | None,
-    params: Params,
-    metric: Metric,
-    x_lengths: Lengths,
-    y_lengths: Lengths,
-    backend: str | None,
-) -> torch.Tensor:
+def _sequence_values(x: torch.Tensor, y: torch.Tensor, x_len: torch.Tensor, y_len: torch.Tensor,
+                     params: Params, metric: Metric, backend: str | None) -> torch.Tensor:
+    compute = compute_dtype(x.dtype)
+    cost = cost_matrix(x.to(compute), y.to(compute), metric).to(compute)
+    return _paired_values(cost, x_len, y_len, params, backend)
+
+
+def _divergence(value: torch.Tensor, self_x: torch.Tensor, self_y: torch.Tensor) -> torch.Tensor:
+    return value - (self_x + self_y) / 2
+
+
+def _align(x, y, cost, params: Params, metric: Metric, x_lengths: Lengths, y_lengths: Lengths,
+           normalize: bool, backend: str | None) -> torch.Tensor:
     if cost is not None:
         if x is not None or y is not None:
             raise ValueError("pass either the sequences x, y or a precomputed cost=, not both")
+        if normalize:
+            raise ValueError("normalize=True needs the sequences x and y (it aligns each with itself), not cost=")
         cost = check_cost(cost)
-        out_dtype = cost.dtype
-        cost = cost.to(_compute_dtype(out_dtype))
-    else:
-        if x is None or y is None:
-            raise ValueError("pass the sequences x (B, N, d) and y (B, M, d), or a precomputed cost=")
-        x, y = check_sequences(x, y)
-        out_dtype = x.dtype
-        compute = _compute_dtype(out_dtype)
-        cost = cost_matrix(x.to(compute), y.to(compute), metric).to(compute)
-    batch, n, m = cost.shape
-    chosen = _dispatch.resolve_backend(cost.device, backend)
-    layout = Layout.batched(
-        cost,
-        check_lengths("x_lengths", x_lengths, batch, n, cost.device),
-        check_lengths("y_lengths", y_lengths, batch, m, cost.device),
-    )
-    value = _AlignFunction.apply(cost.contiguous(), layout, params, chosen)
-    return value.to(out_dtype)
+        batch, n, m = cost.shape
+        x_len, y_len = check_lengths("x_lengths", x_lengths, batch, n), check_lengths("y_lengths", y_lengths, batch, m)
+        value = _paired_values(cost.to(compute_dtype(cost.dtype)), x_len, y_len, params, backend)
+        return value.to(cost.dtype)
+    if x is None or y is None:
+        raise ValueError("pass the sequences x (B, N, d) and y (B, M, d), or a precomputed cost=")
+    x, y = check_sequences(x, y)
+    x_len = check_lengths("x_lengths", x_lengths, x.shape[0], x.shape[1])
+    y_len = check_lengths("y_lengths", y_lengths, y.shape[0], y.shape[1])
+    value = _sequence_values(x, y, x_len, y_len, params, metric, backend)
+    if normalize:
+        value = _divergence(
+            value,
+            _sequence_values(x, x, x_len, x_len, params, metric, backend),
+            _sequence_values(y, y, y_len, y_len, params, metric, backend),
+        )
+    return value.to(x.dtype)
 
 
 def s2dtw(
@@ -80,6 +71,8 @@ def s2dtw(
     metric: Metric = "neg_dot",
     x_lengths: Lengths = None,
     y_lengths: Lengths = None,
+    bandwidth: float | None = None,
+    normalize: bool = False,
     backend: str | None = None,
 ) -> torch.Tensor:
     """S2DTW (VT-TWINS): soft-DTW with local neighbourhood smoothing and weak alignment.
@@ -94,14 +87,18 @@ def s2dtw(
             ``None`` turns the weak alignment off.
         metric: ``"neg_dot"``, ``"neg_cosine"``, ``"sqeuclidean"`` or ``f(x, y) -> (B, N, M)``.
         x_lengths, y_lengths: (B,) integers; pair b uses ``x[b, :x_lengths[b]]``, ``y[b, :y_lengths[b]]``.
+        bandwidth: Sakoe-Chiba band half-width in sequence elements, following the diagonal of each
+            pair (scaled for unequal lengths, docs/semantics.md); ``None``: no band. A band that cuts
+            every path off raises ``ValueError``.
+        normalize: return the divergence ``S(x, y) - (S(x, x) + S(y, y)) / 2`` (zero for x == y).
         backend: ``"cuda"``, ``"cpp"``, ``"numba"`` or ``"numpy"``; default: the fastest for the device
             (or ``$S2DTW_BACKEND``).
 
     Returns:
         (B,) values, in the input's dtype and on its device. Differentiable w.r.t. x, y (or cost).
     """
-    params = check_params(gamma, smoothing, threshold)
-    return _align(x, y, cost, params, metric, x_lengths, y_lengths, backend)
+    params = check_params(gamma, smoothing, threshold, bandwidth)
+    return _align(x, y, cost, params, metric, x_lengths, y_lengths, normalize, backend)
 
 
 def soft_dtw(
@@ -113,12 +110,58 @@ def soft_dtw(
     metric: Metric = "sqeuclidean",
     x_lengths: Lengths = None,
     y_lengths: Lengths = None,
+    bandwidth: float | None = None,
+    normalize: bool = False,
     backend: str | None = None,
 ) -> torch.Tensor:
     """Plain soft-DTW (Cuturi & Blondel 2017): :func:`s2dtw` with no smoothing and no weak alignment.
 
     Args and returns as :func:`s2dtw`; the defaults are soft-DTW's customary ``gamma=1`` and the
-    squared Euclidean cost.
+    squared Euclidean cost. ``normalize=True`` gives the soft-DTW divergence (Blondel, Mensch &
+    Vert 2021), which is zero for identical sequences.
     """
-    params = check_params(gamma, None, None)
-    return _align(x, y, cost, params, metric, x_lengths, y_lengths, backend)
+    params = check_params(gamma, None, None, bandwidth)
+    return _align(x, y, cost, params, metric, x_lengths, y_lengths, normalize, backend)
+
+
+def pairwise(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    gamma: float = 0.1,
+    smoothing: float | None = 0.1,
+    threshold: float | None = 0.5,
+    metric: Metric = "neg_dot",
+    x_lengths: Lengths = None,
+    y_lengths: Lengths = None,
+    bandwidth: float | None = None,
+    normalize: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Every x against every y: entry [i, j] is ``s2dtw(x[i], y[j])`` (with their lengths).
+
+    Args:
+        x: (Bx, N, d); y: (By, M, d); x_lengths: (Bx,); y_lengths: (By,).
+        Other keywords as :func:`s2dtw` (``smoothing=None, threshold=None`` gives plain soft-DTW).
+
+    Returns:
+        (Bx, By) values. The cost of all pairs is ONE (Bx*N, By*M) GEMM that the kernels read
+        block by block: neither the inputs nor the cost are copied Bx*By times.
+    """
+    params = check_params(gamma, smoothing, threshold, bandwidth)
+    x, y = check_sequences(x, y, same_batch=False)
+    (bx, n, d), (by, m, _) = x.shape, y.shape
+    x_len = check_lengths("x_lengths", x_lengths, bx, n)
+    y_len = check_lengths("y_lengths", y_lengths, by, m)
+    check_band(params, x_len, y_len, all_pairs=True)
+    compute = compute_dtype(x.dtype)
+    # A metric is per pair of rows, so one "batch" of all rows gives every block at once.
+    cost = cost_matrix(x.to(compute).reshape(1, bx * n, d), y.to(compute).reshape(1, by * m, d), metric)[0]
+    cost = cost.to(compute)
+    layout = Layout.all_pairs(cost, x_len.to(cost.device), y_len.to(cost.device))
+    values = _run(cost, layout, params, backend).reshape(bx, by)
+    if normalize:
+        self_x = _sequence_values(x, x, x_len, x_len, params, metric, backend)
+        self_y = _sequence_values(y, y, y_len, y_len, params, metric, backend)
+        values = _divergence(values, self_x[:, None], self_y[None, :])
+    return values.to(x.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from . import functional
 from ._cost import Metric
@@ -39,48 +40,127 @@ class S2DTWLoss(torch.nn.Module):
         threshold: float | None = 0.5,
         metric: Metric = "neg_dot",
         reduction: str = "mean",
+        bandwidth: float | None = None,
+        normalize: bool = False,
         backend: str | None = None,
     ):
         super().__init__()
-        self.gamma, self.smoothing, self.threshold = gamma, smoothing, threshold
-        self.metric, self.backend = metric, backend
+        check_params(gamma, smoothing, threshold, bandwidth)
+        self.options = dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric,
+                            bandwidth=bandwidth, normalize=normalize, backend=backend)
         self.reduction = _check_reduction(reduction)
-        check_params(gamma, smoothing, threshold)
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, x_lengths: Lengths = None, y_lengths: Lengths = None
     ) -> torch.Tensor:
-        values = functional.s2dtw(
-            x, y, gamma=self.gamma, smoothing=self.smoothing, threshold=self.threshold, metric=self.metric,
-            x_lengths=x_lengths, y_lengths=y_lengths, backend=self.backend,
-        )
+        values = functional.s2dtw(x, y, x_lengths=x_lengths, y_lengths=y_lengths, **self.options)
         return _reduce(values, self.reduction)
 
     def extra_repr(self) -> str:
-        return (f"gamma={self.gamma}, smoothing={self.smoothing}, threshold={self.threshold}, "
-                f"metric={self.metric!r}, reduction={self.reduction!r}")
+        return ", ".join(f"{k}={v!r}" for k, v in {**self.options, "reduction": self.reduction}.items())
 
 
-class SoftDTWLoss(torch.nn.Module):
+class SoftDTWLoss(S2DTWLoss):
     """Plain soft-DTW between paired sequences, reduced over the batch. Arguments as :func:`s2dtw.soft_dtw`."""
 
     def __init__(
-        self, gamma: float = 1.0, metric: Metric = "sqeuclidean", reduction: str = "mean",
+        self,
+        gamma: float = 1.0,
+        metric: Metric = "sqeuclidean",
+        reduction: str = "mean",
+        bandwidth: float | None = None,
+        normalize: bool = False,
+        backend: str | None = None,
+    ):
+        super().__init__(gamma, None, None, metric, reduction, bandwidth, normalize, backend)
+
+
+def _gather(t: torch.Tensor, differentiable: bool) -> torch.Tensor:
+    """Concatenate every rank's `t` along dim 0; with `differentiable`, gradients flow back to each owner."""
+    import torch.distributed as dist
+
+    if differentiable:
+        import torch.distributed.nn.functional as dist_fn
+
+        return torch.cat(dist_fn.all_gather(t))
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+class S2DTWContrastiveLoss(torch.nn.Module):
+    """The VT-TWINS objective: every caption against every video of the batch.
+
+    With ``s(v, t) = -S2DTW(v, t) / temperature``, rows r captions and columns c videos,
+    ``loss = mean_r [ logsumexp_c s(v_c, t_r) - s(v_r, t_r) ]`` (temperature 1 is VT-TWINS' loss).
+    The b x b values come from one :func:`s2dtw.pairwise` call; the positives are its diagonal.
+
+    Args:
+        temperature: divides the similarities (> 0).
+        symmetric: average with the video-to-caption direction.
+        gather: with ``torch.distributed`` initialised, use every rank's videos (and captions, if
+            symmetric) as negatives; gradients flow back to each rank's own embeddings through the
+            all-gather, so the summed-over-ranks loss matches one process on the whole batch.
+            Every rank must pass the same batch size.
+        Others as :func:`s2dtw.s2dtw`.
+
+    ``forward(video (B, N, d), text (B, M, d), video_lengths=None, text_lengths=None)`` -> scalar.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 0.1,
+        smoothing: float | None = 0.1,
+        threshold: float | None = 0.5,
+        metric: Metric = "neg_dot",
+        temperature: float = 1.0,
+        symmetric: bool = False,
+        gather: bool = False,
+        bandwidth: float | None = None,
+        normalize: bool = False,
         backend: str | None = None,
     ):
         super().__init__()
-        self.gamma, self.metric, self.backend = gamma, metric, backend
-        self.reduction = _check_reduction(reduction)
-        check_params(gamma, None, None)
+        check_params(gamma, smoothing, threshold, bandwidth)
+        check_params(temperature, None, None)  # the same rule: finite and > 0
+        self.options = dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric,
+                            bandwidth=bandwidth, normalize=normalize, backend=backend)
+        self.temperature, self.symmetric, self.gather = temperature, symmetric, gather
+
+    def _everyone(self, video: torch.Tensor, text: torch.Tensor, video_lengths: Lengths, text_lengths: Lengths):
+        """Every rank's videos, captions and lengths (one differentiable all-gather), and this rank's offset."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("gather=True needs torch.distributed to be initialised")
+        batch = video.shape[0]
+        both = _gather(torch.cat([video.reshape(batch, -1), text.reshape(batch, -1)], dim=1), differentiable=True)
+        videos = both[:, : video[0].numel()].reshape(-1, *video.shape[1:])
+        texts = both[:, video[0].numel() :].reshape(-1, *text.shape[1:])
+        lengths = [None if ls is None else
+                   _gather(torch.as_tensor(ls, dtype=torch.int64, device=video.device), differentiable=False)
+                   for ls in (video_lengths, text_lengths)]
+        return videos, texts, lengths[0], lengths[1], dist.get_rank() * batch
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor, x_lengths: Lengths = None, y_lengths: Lengths = None
+        self, video: torch.Tensor, text: torch.Tensor, video_lengths: Lengths = None, text_lengths: Lengths = None
     ) -> torch.Tensor:
-        values = functional.soft_dtw(
-            x, y, gamma=self.gamma, metric=self.metric, x_lengths=x_lengths, y_lengths=y_lengths,
-            backend=self.backend,
-        )
-        return _reduce(values, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, metric={self.metric!r}, reduction={self.reduction!r}"
+        if video.shape[0] != text.shape[0]:
+            raise ValueError(f"video and text must have the same batch size, got {tuple(video.shape)} "
+                             f"and {tuple(text.shape)}")
+        if self.gather:
+            videos, texts, all_video_lengths, all_text_lengths, offset = self._everyone(
+                video, text, video_lengths, text_lengths)
+        else:
+            videos, texts, all_video_lengths, all_text_lengths, offset = video, text, video_lengths, text_lengths, 0
+        targets = torch.arange(text.shape[0], device=text.device) + offset
+        # values[c, r] = S2DTW(video c, caption r); each caption's positive is its own video.
+        values = functional.pairwise(videos, text, x_lengths=all_video_lengths, y_lengths=text_lengths,
+                                     **self.options)
+        loss = F.cross_entropy(-values.T / self.temperature, targets)
+        if not self.symmetric:
+            return loss
+        if self.gather:  # this rank's videos against every rank's captions
+            values = functional.pairwise(video, texts, x_lengths=video_lengths, y_lengths=all_text_lengths,
+                                         **self.options)
+        return (loss + F.cross_entropy(-values / self.temperature, targets)) / 2

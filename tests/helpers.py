@@ -17,8 +17,9 @@ def backend_value_grad(cost: np.ndarray, backend: str, dtype=torch.float64, devi
     return value.detach().cpu().double().numpy(), grad.cpu().double().numpy()
 
 
-def reference_value_grad(cost: np.ndarray, x_lengths=None, y_lengths=None, *, gamma, smoothing, threshold):
+def reference_value_grad(cost: np.ndarray, x_lengths=None, y_lengths=None, *, gamma, smoothing, threshold,
+                         bandwidth=None):
     batch, n, m = cost.shape
     pair_n = np.full(batch, n) if x_lengths is None else np.asarray(x_lengths)
     pair_m = np.full(batch, m) if y_lengths is None else np.asarray(y_lengths)
-    return _reference.align(cost, pair_n, pair_m, gamma, smoothing, threshold)
+    return _reference.align(cost, pair_n, pair_m, gamma, smoothing, threshold, bandwidth)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import backend_value_grad, reference_value_grad
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import s2dtw
@@ -24,20 +24,26 @@ def problems(draw):
     gamma = 10 ** draw(st.floats(-3, 2))
     smoothing = draw(st.one_of(st.none(), st.floats(0.01, 10)))
     threshold = draw(st.one_of(st.none(), st.floats(-1, 2)))
+    bandwidth = draw(st.one_of(st.none(), st.none(), st.floats(0, 6)))
     x_lengths = draw(st.lists(st.integers(1, n), min_size=batch, max_size=batch))
     y_lengths = draw(st.lists(st.integers(1, m), min_size=batch, max_size=batch))
     seed = draw(st.integers(0, 2**32 - 1))
     cost = np.random.default_rng(seed).normal(size=(batch, n, m))
-    return cost, dict(gamma=gamma, smoothing=smoothing, threshold=threshold), x_lengths, y_lengths
+    return cost, dict(gamma=gamma, smoothing=smoothing, threshold=threshold, bandwidth=bandwidth), x_lengths, y_lengths
 
 
 @pytest.mark.parametrize("backend", [b for b in ("cpp", "numba") if s2dtw.backends()[b]])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(problem=problems())
 def test_matches_reference_float64(backend, problem):
     cost, params, x_lengths, y_lengths = problem
+    try:
+        value, grad = backend_value_grad(cost, backend, x_lengths=x_lengths, y_lengths=y_lengths, **params)
+    except ValueError as err:  # a band too narrow for these lengths is refused; tested elsewhere
+        assume("cuts every path off" not in str(err))
+        raise
     ref_value, ref_grad = reference_value_grad(cost, x_lengths, y_lengths, **params)
-    value, grad = backend_value_grad(cost, backend, x_lengths=x_lengths, y_lengths=y_lengths, **params)
+    assert np.all(np.isfinite(ref_value))
     np.testing.assert_allclose(value, ref_value, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-10)
 

@@ -11,9 +11,9 @@ namespace {
 void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t grad, int num_threads,
          uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs, int64_t pairs_per_x, int64_t stride_x,
          int64_t stride_y, int64_t stride_i, int64_t stride_j, int64_t block_n, int64_t block_m, double gamma,
-         std::optional<double> smoothing, std::optional<double> threshold) {
+         std::optional<double> smoothing, std::optional<double> threshold, std::optional<double> bandwidth) {
   const s2dtw::Problem pb = make_problem(pair_n, pair_m, n_pairs, pairs_per_x, stride_x, stride_y, stride_i,
-                                         stride_j, block_n, block_m, gamma, smoothing, threshold);
+                                         stride_j, block_n, block_m, gamma, smoothing, threshold, bandwidth);
   const bool f64 = is_float64(dtype);
   py::gil_scoped_release no_gil;
   if (f64)

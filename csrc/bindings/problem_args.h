@@ -20,8 +20,9 @@ namespace py = pybind11;
 inline Problem make_problem(uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs, int64_t pairs_per_x,
                             int64_t stride_x, int64_t stride_y, int64_t stride_i, int64_t stride_j,
                             int64_t block_n, int64_t block_m, double gamma, std::optional<double> smoothing,
-                            std::optional<double> threshold) {
-  if (n_pairs < 0 || pairs_per_x < 1 || block_n < 1 || block_m < 1 || !(gamma > 0))
+                            std::optional<double> threshold, std::optional<double> bandwidth) {
+  if (n_pairs < 0 || pairs_per_x < 1 || block_n < 1 || block_m < 1 || !(gamma > 0) ||
+      (bandwidth && !(*bandwidth >= 0)))
     throw std::invalid_argument("s2dtw: invalid problem description");
   Problem pb;
   pb.n_pairs = n_pairs;
@@ -39,6 +40,8 @@ inline Problem make_problem(uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs,
   pb.smoothing = smoothing.value_or(0.0);
   pb.weak = threshold.has_value();
   pb.threshold = threshold.value_or(0.0);
+  pb.banded = bandwidth.has_value();
+  pb.bandwidth = bandwidth.value_or(0.0);
   return pb;
 }
 
@@ -52,6 +55,6 @@ inline bool is_float64(const std::string& dtype) {
 #define S2DTW_PROBLEM_PY_ARGS                                                                       \
   py::arg("pair_n"), py::arg("pair_m"), py::arg("n_pairs"), py::arg("pairs_per_x"), py::arg("stride_x"), \
       py::arg("stride_y"), py::arg("stride_i"), py::arg("stride_j"), py::arg("block_n"),               \
-      py::arg("block_m"), py::arg("gamma"), py::arg("smoothing"), py::arg("threshold")
+      py::arg("block_m"), py::arg("gamma"), py::arg("smoothing"), py::arg("threshold"), py::arg("bandwidth")
 
 }  // namespace s2dtw::bindings

@@ -38,21 +38,23 @@ void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar*
   const Scalar* tape = ws.tape.data();
   auto grad_at = [&](int64_t i, int64_t j) -> Scalar& { return grad[i * pb.stride_i + j * pb.stride_j]; };
 
+  const int64_t width = band_width(pb, P, Q);
   for (int64_t p = P - 1; p >= 0; --p) {
     const Scalar* tape_here = tape + 2 * p * Q;
-    const Scalar* tape_below = tape_here + 2 * Q;  // only read when p + 1 < P
-    for (int64_t q = Q - 1; q >= 0; --q) {
+    const Scalar* tape_below = tape_here + 2 * Q;
+    const Columns cols = band_columns(P, Q, width, p);
+    const Columns next = p + 1 < P ? band_columns(P, Q, width, p + 1) : Columns{1, 0};
+    for (int64_t q = cols.hi; q >= cols.lo; --q) {
       Acc e = 0;
       if (p == P - 1 && q == Q - 1) {
         e = 1;
       } else {
-        if (p + 1 < P) {
-          e += below[q] * Acc(tape_below[2 * q + 1]);                                 // (p+1, q) came from above
-          if (q + 1 < Q) e += below[q + 1] * Acc(tape_below[2 * (q + 1)]);           // (p+1, q+1) from the diagonal
-        }
-        if (q + 1 < Q) {
+        // The successors inside the band, each times the weight with which it came from (p, q).
+        if (q >= next.lo && q <= next.hi) e += below[q] * Acc(tape_below[2 * q + 1]);  // from above
+        if (q + 1 >= next.lo && q + 1 <= next.hi) e += below[q + 1] * Acc(tape_below[2 * (q + 1)]);  // diagonal
+        if (q + 1 <= cols.hi) {
           const Acc from_left = Acc(1) - Acc(tape_here[2 * (q + 1)]) - Acc(tape_here[2 * (q + 1) + 1]);
-          e += here[q + 1] * std::max(from_left, Acc(0));                             // (p, q+1) from the left
+          e += here[q + 1] * std::max(from_left, Acc(0));
         }
       }
       here[q] = e;
@@ -79,14 +81,19 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
   const int64_t P = grid_extent(pb, pb.pair_n[b]), Q = grid_extent(pb, pb.pair_m[b]);
   const Acc gamma = pb.gamma, inv_gamma = Acc(1) / pb.gamma;
 
+  // R[p+1][q+1] of grid cell (p, q) lives in a row at index q + 1. Outside the band
+  // R is +inf: both rows start so, and since the band's columns only move right, a
+  // row needs only the cell left of its first column reset.
   Acc* above = ws.rows.data();
   Acc* here = above + (Q + 1);
+  std::fill(above, above + 2 * (Q + 1), infinity<Acc>());
   above[0] = 0;
-  std::fill(above + 1, above + Q + 1, infinity<Acc>());
+  const int64_t width = band_width(pb, P, Q);
   for (int64_t p = 0; p < P; ++p) {
-    here[0] = infinity<Acc>();
+    const Columns cols = band_columns(P, Q, width, p);
+    here[cols.lo] = infinity<Acc>();
     Scalar* tape_row = grad ? ws.tape.data() + 2 * p * Q : nullptr;
-    for (int64_t q = 0; q < Q; ++q) {
+    for (int64_t q = cols.lo; q <= cols.hi; ++q) {
       Acc w[3];
       const Acc soft = softmin3(above[q], above[q + 1], here[q], gamma, inv_gamma, tape_row ? w : nullptr);
       here[q + 1] = grid_cell(pb, view, p, q) + soft;
