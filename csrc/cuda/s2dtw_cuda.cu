@@ -54,6 +54,14 @@
 // so this is equal per cell to its forward state and less than its backward peak.
 // The forward without a gradient keeps no tape: only the wavefront buffers.
 // Everything is deterministic: no atomics, fixed summation order.
+//
+// Sakoe-Chiba band (Problem::banded): cells outside band_columns() get R = +inf,
+// zero weights and E = 0 exactly, as in the CPU kernel. They are still visited
+// (both regimes walk the full grid); skipping them is possible future work.
+//
+// Validation without a GPU: the kernels' device code was run on the host under a
+// thread-per-CUDA-thread emulation (std::barrier for __syncthreads) against the CPU
+// kernel, for strips of 1, 2, 3, 5, 32 and 64 rows, both dtypes, all variants.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -187,17 +195,23 @@ __global__ void __launch_bounds__(kThreadBlock)
   auto S = [&](int64_t idx) -> double& { return scratch[idx * NP + b]; };
   const double inf = infinity<double>();
 
+  const int64_t width = band_width(pb, P, Q);
   for (int q = 1; q <= Q; ++q) S(q) = inf;  // R[0, q]
   double r = inf;
   for (int p = 0; p < P; ++p) {
+    const Columns band = band_columns(P, Q, width, p);
     double diag = p == 0 ? 0.0 : inf;  // R[p, 0] (R is 1-based here, R[p+1, q+1] is cell (p, q))
     double left = inf;                 // R[p+1, 0]
     for (int q = 0; q < Q; ++q) {
       const double up = S(q + 1);
-      M w[3];
-      const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
-                                        kGrad ? w : static_cast<M*>(nullptr));
-      r = grid_acc<M, Scalar>(pb, cv, p, q, k) + soft;
+      M w[3] = {M(0), M(0), M(0)};
+      if (q < band.lo || q > band.hi) {
+        r = inf;  // outside the band: no path, zero weights
+      } else {
+        const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
+                                          kGrad ? w : static_cast<M*>(nullptr));
+        r = grid_acc<M, Scalar>(pb, cv, p, q, k) + soft;
+      }
       if constexpr (kGrad) tape[(int64_t(p) * Qb + q) * NP + b] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
       S(q + 1) = r;
       diag = up;
@@ -212,6 +226,7 @@ __global__ void __launch_bounds__(kThreadBlock)
     if (pb.smooth)
       for (int64_t l = 0; l < m; ++l) S(SU + l) = S(SD + l) = 0.0;
     for (int p = P - 1; p >= 0; --p) {
+      const Columns band = band_columns(P, Q, width, p);
       double ad_next = 0.0;    // E w_diag of (p+1, q+1), read one column ahead
       double left_prod = 0.0;  // E w_left of (p, q+1)
       double sd_next = 0.0;    // smoothing: G w_diag of (k+1, l+1)
@@ -219,7 +234,10 @@ __global__ void __launch_bounds__(kThreadBlock)
       for (int q = Q - 1; q >= 0; --q) {
         const double diag_prod = ad_next;
         ad_next = S(AD + q);
-        const double e = (p == P - 1 && q == Q - 1) ? 1.0 : S(AU + q) + diag_prod + left_prod;
+        // Outside the band E is 0 exactly (the sum would be 0 up to rounding of 1 - w_d - w_u).
+        const double e = (p == P - 1 && q == Q - 1) ? 1.0
+                         : (q < band.lo || q > band.hi) ? 0.0
+                                                        : S(AU + q) + diag_prod + left_prod;
         const Tape2<Scalar> tw = tape[(int64_t(p) * Qb + q) * NP + b];
         const double wd = double(tw.diag), wu = double(tw.up);
         S(AU + q) = e * wu;
@@ -270,6 +288,7 @@ __global__ void __launch_bounds__(kMaxStrip)
     return;
   }
   const double inf = infinity<double>();
+  const int64_t width = band_width(pb, P, Q);
   double* rowbuf = scratch + b * scratch_stride;
   Tape2<Scalar>* tp = kGrad ? tape + b * tape_stride : nullptr;
 
@@ -280,6 +299,7 @@ __global__ void __launch_bounds__(kMaxStrip)
     const int p = b0 + t;
     const bool active = t < rows;
     const bool feeds_next = t == rows - 1 && b0 + rows < P;  // last row of a strip with one below
+    const Columns band = band_columns(P, Q, width, active ? p : 0);
     Tape2<Scalar>* ts = kGrad ? tp + int64_t(b0) * Q : nullptr;
     double diag = p == 0 ? 0.0 : inf;  // R[p, 0] (1-based R)
     double left = inf;                 // R[p+1, 0]
@@ -291,10 +311,11 @@ __global__ void __launch_bounds__(kMaxStrip)
       if (active && q >= 0 && q < Q) {
         // R[p, q+1]: from the row above, computed at step s - 1.
         const double up = t == 0 ? (p == 0 ? inf : rowbuf[q + 1]) : sbuf(s + 1)[t - 1];
-        M w[3];
-        const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
-                                          kGrad ? w : static_cast<M*>(nullptr));
-        const double r = w_cell + soft;
+        M w[3] = {M(0), M(0), M(0)};
+        double r = inf;  // outside the band: no path, zero weights
+        if (q >= band.lo && q <= band.hi)
+          r = w_cell + softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
+                                     kGrad ? w : static_cast<M*>(nullptr));
         if (q + 1 < Q) w_cell = grid_acc<M, Scalar>(pb, cv, p, q + 1, k);
         if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
@@ -320,6 +341,7 @@ __global__ void __launch_bounds__(kMaxStrip)
       const int p = b0 + t;
       const bool active = t < rows;
       const bool cost_row = !pb.weak || (p & 1);
+      const Columns band = band_columns(P, Q, width, active ? p : 0);
       const Tape2<Scalar>* ts = tp + int64_t(b0) * Q;
       double ad_next = 0.0, left_prod = 0.0, sd_next = 0.0, s_left = 0.0;  // as in thread_kernel
       const int steps = Q + rows - 1;
@@ -334,7 +356,9 @@ __global__ void __launch_bounds__(kMaxStrip)
             in = pbuf(s + 1)[t + 1];
           const double diag_prod = ad_next;
           ad_next = in.ad;
-          const double e = (p == P - 1 && q == Q - 1) ? 1.0 : in.au + diag_prod + left_prod;
+          const double e = (p == P - 1 && q == Q - 1) ? 1.0
+                           : (q < band.lo || q > band.hi) ? 0.0  // outside the band, exactly
+                                                          : in.au + diag_prod + left_prod;
           const Tape2<Scalar> tw = ts[int64_t(srow) * rows + t];
           const double wd = double(tw.diag), wu = double(tw.up);
           Pub out{e * wu, e * wd, 0.0, 0.0};
