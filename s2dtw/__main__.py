@@ -11,6 +11,8 @@ import torch
 
 import s2dtw
 
+PICTURE = "s2dtw_demo_alignment.png"
+
 
 def _time_fwd_bwd(fn, repeats: int, device: torch.device) -> float:
     """Median seconds of fn().sum().backward() after one warm-up run."""
@@ -46,6 +48,15 @@ def demo() -> None:
     for name, (value, grad) in results.items():
         err = max((value - want_value).abs().max().item(), (grad - want_grad).abs().max().item())
         print(f"  {name:6s} values {value[:3].numpy().round(4)} ...  max |diff| vs numpy reference {err:.1e}")
+
+    # The third pair has 8 clips but 5 captions: some clips must be skipped.
+    result = s2dtw.soft_alignment(video, text, y_lengths=lengths)
+    print(f"  pair 2: clips skipped (mass on null cells) {result.x_skipped[2].numpy().round(2)}")
+    try:
+        s2dtw.plot_alignment(-video @ text.transpose(1, 2), result, index=2, path=PICTURE)
+        print(f"  wrote {PICTURE} (cost, expected alignment and skipped mass of pair 2)")
+    except ImportError as err:
+        print(f"  no picture: {err}")
 
 
 def benchmark() -> None:
