@@ -4,6 +4,11 @@
 # hypothesis must already be installed). Results go to $OUT (default ./gpu_out):
 #   build.log, nvidia-smi.txt, pytest_cuda.log, gpu_bench.md, gpu_bench.log
 # Usage (from the repository root):  bash benchmarks/gpu_check.sh
+#
+# The baseline peer pysdtw is not on the GPU machine and nothing can be downloaded there:
+# carry it as a wheel. Here, once:  echo /.whl/ >> .git/info/exclude &&
+#   pip download --no-deps -d .whl pysdtw==0.0.5
+# then name ".whl" in the device call's `carry`; this script installs what it finds there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -14,6 +19,11 @@ export OUT
 echo "== nvidia-smi"
 nvidia-smi 2>&1 | tee "$OUT/nvidia-smi.txt" || true
 nvcc --version | tail -2 || true
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 echo "== build (CUDA arch ${S2DTW_CUDA_ARCHS:-90})"
 start=$(date +%s)
