@@ -1,8 +1,12 @@
 #include "s2dtw_cpu.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 #include <vector>
+
+#include "s2dtw_cpu_simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -114,10 +118,10 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
   }
 }
 
-}  // namespace
 
+// The scalar kernel: portable, one pair per thread.
 template <typename Scalar>
-void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
+void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, pb.n_pairs)));
   // Allocated here, outside the parallel region, so that running out of memory
   // raises in the caller instead of terminating inside an OpenMP thread.
@@ -137,6 +141,58 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   }
 }
 
+// The best instruction set this CPU has.
+SimdLevel detect_simd() {
+  SimdLevel level = SimdLevel::scalar;
+#if defined(S2DTW_HAVE_SIMD)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) level = SimdLevel::avx2;
+  if (level == SimdLevel::avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl"))
+    level = SimdLevel::avx512;
+#endif
+  return level;
+}
+
+}  // namespace
+
+SimdLevel simd_level() {
+  static const SimdLevel cpu_level = detect_simd();
+  SimdLevel level = cpu_level;
+  if (const char* env = std::getenv("S2DTW_SIMD")) {  // read at every call: tests switch it
+    if (!std::strcmp(env, "scalar")) level = SimdLevel::scalar;
+    else if (!std::strcmp(env, "avx2")) level = std::min(level, SimdLevel::avx2);
+  }
+  return level;
+}
+
+const char* simd_name(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::avx512: return "avx512";
+    case SimdLevel::avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+template <typename Scalar>
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads, SimdLevel level) {
+  level = std::min(level, simd_level());
+#ifdef S2DTW_HAVE_SIMD
+  if (level == SimdLevel::avx512 && avx512::run(pb, cost, value, grad, num_threads)) return;
+  if (level >= SimdLevel::avx2 && avx2::run(pb, cost, value, grad, num_threads)) return;
+#endif
+  run_scalar(pb, cost, value, grad, num_threads);
+}
+
+bool check_math(SimdLevel level, const double* x, double* exp_x, double* log_x, int64_t n) {
+  level = std::min(level, simd_level());
+#ifdef S2DTW_HAVE_SIMD
+  if (level == SimdLevel::avx512) return avx512::check_math(x, exp_x, log_x, n), true;
+  if (level == SimdLevel::avx2) return avx2::check_math(x, exp_x, log_x, n), true;
+#endif
+  return false;
+}
+
 bool has_openmp() {
 #ifdef _OPENMP
   return true;
@@ -145,7 +201,7 @@ bool has_openmp() {
 #endif
 }
 
-template void run<float>(const Problem&, const float*, float*, float*, int);
-template void run<double>(const Problem&, const double*, double*, double*, int);
+template void run<float>(const Problem&, const float*, float*, float*, int, SimdLevel);
+template void run<double>(const Problem&, const double*, double*, double*, int, SimdLevel);
 
 }  // namespace s2dtw::cpu

@@ -1,14 +1,28 @@
-// CPU kernels: OpenMP over pairs, one pair per thread at a time.
+// CPU kernels: OpenMP over pairs; vectorised (AVX2 / AVX-512, chosen at run time)
+// or scalar.
 #pragma once
 
 #include "../s2dtw_cell.h"
 
 namespace s2dtw::cpu {
 
+enum class SimdLevel { scalar = 0, avx2 = 1, avx512 = 2 };
+
+// The instruction set the kernels use on this CPU: the best one it has, lowered by
+// $S2DTW_SIMD=scalar|avx2|avx512 (read at every call).
+SimdLevel simd_level();
+const char* simd_name(SimdLevel level);
+
 // Writes value[b] for every pair and, when `grad` is not null, d value[b] / d cost
 // into `grad` (same layout as `cost`; cells outside a pair's lengths are zeroed).
+// `level` caps the instruction set (for tests); the kernels never exceed simd_level().
 template <typename Scalar>
-void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads);
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads,
+         SimdLevel level = SimdLevel::avx512);
+
+// exp and log of the vector math at `level` on n values (n a multiple of 32);
+// false when that level is not available.
+bool check_math(SimdLevel level, const double* x, double* exp_x, double* log_x, int64_t n);
 
 bool has_openmp();
 

@@ -1,0 +1,117 @@
+"""The C++ CPU kernels: float32 accuracy, and every SIMD level against the scalar path."""
+
+import numpy as np
+import pytest
+import torch
+
+import s2dtw
+
+_cpu = pytest.importorskip("s2dtw._cpu")
+
+
+def _levels():
+    out = []
+    for level in ("avx2", "avx512"):
+        x = np.zeros(32)
+        if _cpu.check_math(level, x.ctypes.data, x.ctypes.data, x.ctypes.data, 0):
+            out.append(level)
+    return out
+
+
+LEVELS = _levels()
+
+
+def _run(monkeypatch, level, fn, cost, threads=2, **kw):
+    monkeypatch.setenv("S2DTW_SIMD", level)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        c = cost.clone().requires_grad_()
+        v = fn(cost=c, backend="cpp", **kw)
+        v.sum().backward()
+        return v.detach(), c.grad
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_float32_gradient_accuracy():
+    g = torch.Generator().manual_seed(0)
+    cost = torch.rand(1, 512, 512, generator=g, dtype=torch.float64) * 20
+    kw = dict(gamma=0.01)
+    c64 = cost.clone().requires_grad_()
+    v64 = s2dtw.soft_dtw(cost=c64, backend="cpp", **kw)
+    v64.backward()
+    c32 = cost.float().requires_grad_()
+    v32 = s2dtw.soft_dtw(cost=c32, backend="cpp", **kw)
+    v32.backward()
+    assert abs(v32.item() - v64.item()) <= 1e-5 * abs(v64.item())
+    assert (c32.grad.double() - c64.grad).abs().max().item() <= 1e-3
+
+
+CASES = {
+    "mixed_small": dict(shape=(70, 9, 11), lengths=True, fn="s2dtw", kw={}),
+    "large": dict(shape=(1, 700, 650), lengths=False, fn="soft_dtw", kw=dict(gamma=0.1)),
+    "large_three": dict(shape=(3, 300, 260), lengths=True, fn="soft_dtw", kw=dict(gamma=0.5)),
+    "weak_smooth_large": dict(shape=(2, 90, 80), lengths=True, fn="s2dtw", kw=dict(gamma=0.1)),
+    "band_small": dict(shape=(50, 12, 15), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.7)),
+    "band_large": dict(shape=(2, 400, 400), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.05)),
+    "band_weak": dict(shape=(40, 10, 10), lengths=False, fn="s2dtw", kw=dict(bandwidth=0.3)),
+}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_simd_matches_scalar(monkeypatch, level, case, dtype, threads):
+    spec = CASES[case]
+    g = torch.Generator().manual_seed(1)
+    b, n, m = spec["shape"]
+    cost = (torch.rand(b, n, m, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+    kw = dict(spec["kw"])
+    if spec["lengths"]:
+        kw["x_lengths"] = torch.randint(max(1, n // 2), n + 1, (b,), generator=g)
+        kw["y_lengths"] = torch.randint(max(1, m // 2), m + 1, (b,), generator=g)
+    fn = getattr(s2dtw, spec["fn"])
+    v_ref, g_ref = _run(monkeypatch, "scalar", fn, cost, threads, **kw)
+    v, gr = _run(monkeypatch, level, fn, cost, threads, **kw)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v, v_ref, **tol)
+    torch.testing.assert_close(gr, g_ref, **tol)
+    if spec["lengths"]:  # padding gets exactly zero gradient
+        for k in range(b):
+            assert torch.all(gr[k, kw["x_lengths"][k]:] == 0)
+            assert torch.all(gr[k, :, kw["y_lengths"][k]:] == 0)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_simd_pairwise(monkeypatch, level):
+    g = torch.Generator().manual_seed(2)
+    x = torch.nn.functional.normalize(torch.randn(5, 7, 4, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.nn.functional.normalize(torch.randn(9, 6, 4, generator=g, dtype=torch.float64), dim=-1)
+    out = {}
+    for lv in ("scalar", level):
+        monkeypatch.setenv("S2DTW_SIMD", lv)
+        xx, yy = x.clone().requires_grad_(), y.clone().requires_grad_()
+        v = s2dtw.pairwise(xx, yy, backend="cpp")
+        v.sum().backward()
+        out[lv] = (v.detach(), xx.grad, yy.grad)
+    for a, b in zip(out["scalar"], out[level]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_vector_exp_log(level):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.uniform(0, 708, 1 << 16), -rng.uniform(0, 1, 1 << 16)])
+    ex, lx = np.empty_like(x), np.empty_like(x)
+    assert _cpu.check_math(level, x.ctypes.data, ex.ctypes.data, lx.ctypes.data, x.size)
+    assert np.max(np.abs(ex - np.exp(x)) / np.exp(x)) <= 4.5e-16
+    s = rng.uniform(1, 3, 1 << 16)
+    es, ls = np.empty_like(s), np.empty_like(s)
+    _cpu.check_math(level, s.ctypes.data, es.ctypes.data, ls.ctypes.data, s.size)
+    assert np.max(np.abs(ls - np.log(s))) <= 4.5e-16
+
+
+def test_simd_level_reported():
+    assert _cpu.simd_level() in ("avx512", "avx2", "scalar")
