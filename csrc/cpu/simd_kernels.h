@@ -73,6 +73,22 @@ std::vector<Workspace>& cached_workspaces(const Problem& pb, const void* grad, i
   return cache;
 }
 
+// Past this many cached bytes per calling thread, a call frees its workspaces at the
+// end: a one-off huge call must not pin its memory for the life of the process.
+constexpr size_t kKeepBytes = size_t(256) << 20;
+
+template <typename Workspace>
+void release_if_large(std::vector<Workspace>& cache) {
+  size_t total = 0;
+  for (const Workspace& w : cache) total += w.bytes();
+  if (total > kKeepBytes) cache.clear();
+}
+
+template <typename... V>
+size_t capacity_bytes(const V&... v) {
+  return (size_t(0) + ... + (v.capacity() * sizeof(typename V::value_type)));
+}
+
 template <typename T>
 void grow(std::vector<T>& v, int64_t size) {
   if (int64_t(v.size()) < size) {
@@ -90,6 +106,7 @@ template <typename Scalar>
 struct LockstepWorkspace {
   std::vector<double> cost, smooth, rows, g, dc;
   std::vector<Scalar> tape;
+  size_t bytes() const { return capacity_bytes(cost, smooth, rows, g, dc, tape); }
   void reserve(const Problem& pb, bool with_grad) {
     const int64_t cells = pb.block_n * pb.block_m * kLanes;
     const int64_t P = grid_extent(pb, pb.block_n), Q = grid_extent(pb, pb.block_m);
@@ -289,6 +306,7 @@ void run_lockstep(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
     for (int64_t k = 0; k < groups; ++k)
       lockstep_group(pb, cost, value, grad, order.data() + starts[k], int(starts[k + 1] - starts[k]), ws);
   }
+  release_if_large(workspaces);
 }
 
 // ---------------------------------------------------------------- diagonal
@@ -333,6 +351,7 @@ struct DiagonalWorkspace {
   std::vector<Scalar> tape_diag, tape_up;
   std::vector<int64_t> offset;
   SpinBarrier barrier;
+  size_t bytes() const { return capacity_bytes(d, g, diags, tape_diag, tape_up, offset); }
   DiagonalWorkspace() = default;
   DiagonalWorkspace(DiagonalWorkspace&&) noexcept {}
   void reserve(const Problem& pb, bool with_grad) {
@@ -523,6 +542,7 @@ void run_diagonal(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
       for (int64_t b = 0; b < pb.n_pairs; ++b) diagonal_pair(pb, b, cost, value, grad, workspaces[tid], 0, 1);
     }
   }
+  release_if_large(workspaces);
 }
 
 }  // namespace
