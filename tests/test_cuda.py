@@ -144,11 +144,28 @@ def test_variable_lengths(regime, variant, dtype):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("shape,bandwidth", [((4, 30, 30), 0.0), ((3, 40, 25), 1.0), ((2, 50, 45), 2.5)])
+@pytest.mark.parametrize(
+    "shape,bandwidth", [((4, 30, 30), 0.0), ((3, 40, 25), 1.0), ((2, 50, 45), 2.5), ((1, 1500, 1400), 10.0)]
+)
 def test_band(regime, variant, shape, bandwidth):
+    """Banded results match the C++ backend in every regime, including a narrow band on
+    a long pair (many strips, most of the grid skipped). Both kernels visit only the
+    band (and the smoothing's reach around it): a cost far outside it has no influence
+    at all, and its gradient is exactly 0."""
     cost = torch.randn(*shape, dtype=torch.float64)
-    cv, cg = compare(cost, torch.float64, gamma=0.2, bandwidth=bandwidth, **VARIANTS[variant])
+    kwargs = dict(gamma=0.2, bandwidth=bandwidth, **VARIANTS[variant])
+    cv, cg = compare(cost, torch.float64, **kwargs)
     assert torch.isfinite(cv).all()
+    _, n, m = shape
+    i = torch.arange(n, dtype=torch.float64)[:, None] / (n - 1)
+    j = torch.arange(m, dtype=torch.float64)[None, :] / (m - 1)
+    # Distance from the diagonal in cells of the longer side; the band is <= bandwidth.
+    far = (i - j).abs() * max(n - 1, m - 1) > bandwidth + 5
+    assert far.any()
+    fv, fg = value_grad(cost.masked_fill(far, 1e6), "cuda", torch.float64, **kwargs)
+    assert torch.equal(fv, cv), "a cost far outside the band changed the value"
+    assert torch.equal(fg[:, ~far], cg[:, ~far]), "a cost far outside the band changed the gradient"
+    assert (fg[:, far] == 0).all()
 
 
 def test_float32_accuracy_small_gamma():

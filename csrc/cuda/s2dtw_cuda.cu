@@ -55,13 +55,31 @@
 // The forward without a gradient keeps no tape: only the wavefront buffers.
 // Everything is deterministic: no atomics, fixed summation order.
 //
-// Sakoe-Chiba band (Problem::banded): cells outside band_columns() get R = +inf,
-// zero weights and E = 0 exactly, as in the CPU kernel. They are still visited
-// (both regimes walk the full grid); skipping them is possible future work.
+// Sakoe-Chiba band (Problem::banded): the band makes the DP cheaper, not only
+// masked. Cells outside band_columns() have R = +inf, zero weights and E = 0
+// exactly, as in the CPU kernel, but are not computed:
+//  * thread regime: the forward walks row p over its band [lo(p), hi(p)] only, the
+//    backward over grad_columns(p) = [lo(p) - d, hi(p + d)] (the band widened by
+//    the smoothing's reach d = 0, 1 or 2 grid cells, so that the cost cells next to
+//    the band get their share of the gradient);
+//  * block regime: each strip runs only the steps where one of its rows has such a
+//    column: lo(first row) .. hi(last row) + rows - 1 in the forward, similarly
+//    (with grad_columns) in the backward; the other steps, and their barriers, go.
+// Both read a neighbour's value from a buffer (row buffer, shared memory, column
+// buffer) only where that neighbour lies in the region that was computed, and take
+// +inf / 0 otherwise: the buffers there may hold another row's, strip's or pair's
+// values, and the tape is not written outside the band. The cost cells that no band
+// cell reaches get a zero gradient from zero_off_band(). The cost of a pair is then
+// ~ its band's cells (thread regime) or ~ P / T strips of (band width + 2 T) steps
+// (block regime) instead of P x Q cells / P / T strips of (Q + T) steps. The tape
+// keeps its full-grid layout (memory is unchanged, only work is skipped). Results
+// are bit-identical to masking the full grid (checked in emulation), and the cost
+// outside the reach of the band has no influence at all (not even a NaN).
 //
 // Validation without a GPU: the kernels' device code was run on the host under a
 // thread-per-CUDA-thread emulation (std::barrier for __syncthreads) against the CPU
-// kernel, for strips of 1, 2, 3, 5, 32 and 64 rows, both dtypes, all variants.
+// kernel, for strips of 1, 2, 3, 5, 32 and 64 rows, both dtypes, all variants, with
+// and without bands (the banded kernels also bit for bit against the masked ones).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -169,6 +187,52 @@ __device__ void zero_padding(const Problem& pb, Scalar* g, int64_t n, int64_t m,
   }
 }
 
+// The Sakoe-Chiba band only changes which cells are visited. R outside the band
+// is +inf and E is 0; a visited cell reads those values from its neighbours'
+// buffers only where the neighbour lies inside the region that was computed, and
+// the constants otherwise (the buffers there may hold another row's, strip's or
+// pair's values).
+__device__ __forceinline__ bool within(const Columns& c, int64_t q) { return q >= c.lo && q <= c.hi; }
+
+// The same in 32 bits (grid extents are < 2^30), to spare the block kernel's registers.
+struct Span {
+  int lo, hi;
+};
+__device__ __forceinline__ Span span(const Columns& c) { return {int(c.lo), int(c.hi)}; }
+__device__ __forceinline__ bool within(const Span& c, int q) { return q >= c.lo && q <= c.hi; }
+
+// Grid columns of row p whose cost cell can get a nonzero gradient: the band,
+// widened by what the smoothing spreads (the cost cell (i, j) also takes the
+// gradient of D[i, j+1], D[i+1, j] and D[i+1, j+1]): [lo(p) - d, hi(p + d)], where
+// d is the grid distance between neighbouring cost cells (0 without smoothing).
+// The backward visits them; the cost cells outside get a zero gradient.
+__device__ __forceinline__ Columns grad_columns(const Problem& pb, int64_t P, int64_t Q, int64_t width, int64_t p) {
+  const int64_t d = pb.smooth ? (pb.weak ? 2 : 1) : 0;
+  const int64_t lo = band_columns(P, Q, width, p).lo - d;
+  return {lo < 0 ? 0 : lo, band_columns(P, Q, width, p + d < P ? p + d : P - 1).hi};
+}
+
+// The cost columns j whose grid column (2 j + 1 on the weak grid) lies in `c`.
+__device__ __forceinline__ Columns cost_columns(const Problem& pb, const Columns& c) {
+  if (!pb.weak) return c;
+  return {c.lo / 2, floor_div(c.hi - 1, 2)};  // ceil((lo - 1) / 2), floor((hi - 1) / 2)
+}
+
+// With a band: zero the gradient of the pair's cost cells outside grad_columns(),
+// threads `first`, `first + step`, ... of the caller sharing each cost row (the
+// backward writes the others).
+template <typename Scalar>
+__device__ void zero_off_band(const Problem& pb, Scalar* g, int64_t n, int64_t m, int64_t P, int64_t Q,
+                              int64_t width, int64_t first, int64_t step) {
+  for (int64_t i = 0; i < n; ++i) {
+    const Columns js = cost_columns(pb, grad_columns(pb, P, Q, width, pb.weak ? 2 * i + 1 : i));
+    const int64_t left_end = js.lo < m ? js.lo : m, right = js.hi + 1 > js.lo ? js.hi + 1 : js.lo;
+    Scalar* row = g + i * pb.stride_i;
+    for (int64_t j = first; j < left_end; j += step) row[j * pb.stride_j] = Scalar(0);
+    for (int64_t j = right + first; j < m; j += step) row[j * pb.stride_j] = Scalar(0);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Thread regime: one thread per pair. Scratch element k of pair b lives at
 // scratch[k * n_pairs + b]: forward R row at k in [1, Q]; backward au at k = q,
@@ -194,51 +258,70 @@ __global__ void __launch_bounds__(kThreadBlock)
   }
   auto S = [&](int64_t idx) -> double& { return scratch[idx * NP + b]; };
   const double inf = infinity<double>();
-
   const int64_t width = band_width(pb, P, Q);
+  if constexpr (kGrad)
+    if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, 0, 1);
+
+  // Forward, row p over its band [lo, hi] only. S(q + 1) holds R of cell (p - 1, q)
+  // for q >= lo(p - 1) - 1 (+inf outside the band); the cells left of that are stale
+  // but never read again, since the band's columns only move right.
   for (int q = 1; q <= Q; ++q) S(q) = inf;  // R[0, q]
-  double r = inf;
   for (int p = 0; p < P; ++p) {
     const Columns band = band_columns(P, Q, width, p);
-    double diag = p == 0 ? 0.0 : inf;  // R[p, 0] (R is 1-based here, R[p+1, q+1] is cell (p, q))
-    double left = inf;                 // R[p+1, 0]
-    for (int q = 0; q < Q; ++q) {
+    const int lo = int(band.lo), hi = int(band.hi);
+    // R[p, lo] (R is 1-based here, R[p+1, q+1] is cell (p, q)), then cell (p, lo - 1) := +inf.
+    double diag = lo == 0 ? (p == 0 ? 0.0 : inf) : S(lo);
+    if (lo > 0) S(lo) = inf;
+    double left = inf;  // R[p+1, lo]
+    for (int q = lo; q <= hi; ++q) {
       const double up = S(q + 1);
       M w[3] = {M(0), M(0), M(0)};
-      if (q < band.lo || q > band.hi) {
-        r = inf;  // outside the band: no path, zero weights
-      } else {
-        const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
-                                          kGrad ? w : static_cast<M*>(nullptr));
-        r = grid_acc<M, Scalar>(pb, cv, p, q, k) + soft;
-      }
+      const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
+                                        kGrad ? w : static_cast<M*>(nullptr));
+      const double r = grid_acc<M, Scalar>(pb, cv, p, q, k) + soft;
       if constexpr (kGrad) tape[(int64_t(p) * Qb + q) * NP + b] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
       S(q + 1) = r;
       diag = up;
       left = r;
     }
   }
-  value[b] = Scalar(r);
+  value[b] = Scalar(S(Q));  // the last row's band always ends at the corner
 
   if constexpr (kGrad) {
+    // Backward, row p over grad_columns(p) (the band, widened for the smoothing).
+    // The buffers hold row p + 1's values (0 outside its band) for the columns up
+    // to the end of its visit + 1; left of its visit they were never written (0).
+    // The tape is only read inside the band (outside it holds stale values).
     const int64_t AU = 0, AD = Qb, SU = 2 * int64_t(Qb), SD = 2 * int64_t(Qb) + pb.block_m;
     for (int q = 0; q < Q; ++q) S(AU + q) = S(AD + q) = 0.0;
     if (pb.smooth)
       for (int64_t l = 0; l < m; ++l) S(SU + l) = S(SD + l) = 0.0;
     for (int p = P - 1; p >= 0; --p) {
       const Columns band = band_columns(P, Q, width, p);
+      const Columns visit = pb.banded ? grad_columns(pb, P, Q, width, p) : Columns{0, Q - 1};
+      const int qlo = int(visit.lo), qhi = int(visit.hi);
       double ad_next = 0.0;    // E w_diag of (p+1, q+1), read one column ahead
       double left_prod = 0.0;  // E w_left of (p, q+1)
       double sd_next = 0.0;    // smoothing: G w_diag of (k+1, l+1)
       double s_left = 0.0;     // smoothing: G w_left of (k, l+1)
-      for (int q = Q - 1; q >= 0; --q) {
+      if (qhi + 1 < Q) {  // row p's value right of its visit is 0
+        ad_next = S(AD + qhi + 1);
+        S(AU + qhi + 1) = S(AD + qhi + 1) = 0.0;
+      }
+      if (pb.smooth && (!pb.weak || (p & 1))) {
+        const int64_t l = cost_columns(pb, visit).hi + 1;
+        if (l < m) {
+          sd_next = S(SD + l);
+          S(SU + l) = S(SD + l) = 0.0;
+        }
+      }
+      for (int q = qhi; q >= qlo; --q) {
         const double diag_prod = ad_next;
         ad_next = S(AD + q);
+        const bool in_band = within(band, q);
         // Outside the band E is 0 exactly (the sum would be 0 up to rounding of 1 - w_d - w_u).
-        const double e = (p == P - 1 && q == Q - 1) ? 1.0
-                         : (q < band.lo || q > band.hi) ? 0.0
-                                                        : S(AU + q) + diag_prod + left_prod;
-        const Tape2<Scalar> tw = tape[(int64_t(p) * Qb + q) * NP + b];
+        const double e = (p == P - 1 && q == Q - 1) ? 1.0 : !in_band ? 0.0 : S(AU + q) + diag_prod + left_prod;
+        const Tape2<Scalar> tw = in_band ? tape[(int64_t(p) * Qb + q) * NP + b] : Tape2<Scalar>{Scalar(0), Scalar(0)};
         const double wd = double(tw.diag), wu = double(tw.up);
         S(AU + q) = e * wu;
         S(AD + q) = e * wd;
@@ -247,13 +330,18 @@ __global__ void __launch_bounds__(kThreadBlock)
         const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
         double dc = e;
         if (pb.smooth) {
-          M w[3];
-          smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
           dc += s_left + S(SU + j) + sd_next;
           sd_next = S(SD + j);
-          S(SU + j) = e * double(w[1]);
-          S(SD + j) = e * double(w[2]);
-          s_left = e * double(w[0]);
+          if (in_band) {
+            M w[3];
+            smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
+            S(SU + j) = e * double(w[1]);
+            S(SD + j) = e * double(w[2]);
+            s_left = e * double(w[0]);
+          } else {  // E = 0: nothing to spread
+            S(SU + j) = S(SD + j) = 0.0;
+            s_left = 0.0;
+          }
         }
         g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
       }
@@ -289,34 +377,49 @@ __global__ void __launch_bounds__(kMaxStrip)
   }
   const double inf = infinity<double>();
   const int64_t width = band_width(pb, P, Q);
+  if constexpr (kGrad)
+    if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, t, T);
   double* rowbuf = scratch + b * scratch_stride;
   Tape2<Scalar>* tp = kGrad ? tape + b * tape_stride : nullptr;
 
   // Forward. Thread t of the strip at b0 computes cell (p, q) = (b0 + t, s - t) at step s.
+  // Only the steps where some row of the strip has a band column run: from
+  // lo(b0) (thread 0's first band cell) to hi(b0 + rows - 1) + rows - 1 (the last
+  // thread's last); the band's ends only move right, so none is missed. A cell reads
+  // R of the row above from thread t - 1 / the row buffer only inside that row's band,
+  // where it was computed; elsewhere R is +inf.
   auto sbuf = [&](int s) { return (s & 1) ? smem + T : smem; };
   for (int b0 = 0; b0 < P; b0 += T) {
     const int rows = min(T, P - b0);
     const int p = b0 + t;
     const bool active = t < rows;
     const bool feeds_next = t == rows - 1 && b0 + rows < P;  // last row of a strip with one below
-    const Columns band = band_columns(P, Q, width, active ? p : 0);
+    const Span band = span(band_columns(P, Q, width, active ? p : 0));
+    const Span above = p > 0 && active ? span(band_columns(P, Q, width, p - 1)) : Span{1, 0};
+    const int s_first = int(band_columns(P, Q, width, b0).lo);
+    const int s_end = int(band_columns(P, Q, width, b0 + rows - 1).hi) + rows;
     Tape2<Scalar>* ts = kGrad ? tp + int64_t(b0) * Q : nullptr;
-    double diag = p == 0 ? 0.0 : inf;  // R[p, 0] (1-based R)
-    double left = inf;                 // R[p+1, 0]
-    double w_cell = active ? grid_acc<M, Scalar>(pb, cv, p, 0, k) : 0.0;  // W[p, q], fetched a step ahead
-    const int steps = Q + rows - 1;
-    int srow = 0;  // s mod Q
-    for (int s = 0; s < steps; ++s) {
+    // The thread's first cell is q0; left of it R is +inf in rows b0 + 1.. of the
+    // strip (q0 - 1 < lo(b0) <= their lo), and row b0 reads R[p, q0] from the buffer.
+    const int q0 = max(s_first - t, 0);
+    double diag = q0 == 0 ? (p == 0 ? 0.0 : inf) : (t == 0 && within(above, q0 - 1)) ? rowbuf[q0] : inf;  // R[p, q]
+    double left = inf;                                                                                      // R[p+1, q]
+    double w_cell = active && within(band, q0) ? grid_acc<M, Scalar>(pb, cv, p, q0, k) : 0.0;  // W[p, q], a step ahead
+    int srow = s_first % Q;  // s mod Q
+    // Before anyone writes the row buffer: with 2 rows, the last thread's first cell
+    // (b0 + 1, q0 - 1) goes to rowbuf[q0], which thread 0 has just read.
+    __syncthreads();
+    for (int s = s_first; s < s_end; ++s) {
       const int q = s - t;
       if (active && q >= 0 && q < Q) {
-        // R[p, q+1]: from the row above, computed at step s - 1.
-        const double up = t == 0 ? (p == 0 ? inf : rowbuf[q + 1]) : sbuf(s + 1)[t - 1];
+        // R[p, q+1]: from the row above, computed at step s - 1 (or in the strip above).
+        const double up = !within(above, q) ? inf : t == 0 ? rowbuf[q + 1] : sbuf(s + 1)[t - 1];
         M w[3] = {M(0), M(0), M(0)};
         double r = inf;  // outside the band: no path, zero weights
-        if (q >= band.lo && q <= band.hi)
+        if (within(band, q))
           r = w_cell + softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
                                      kGrad ? w : static_cast<M*>(nullptr));
-        if (q + 1 < Q) w_cell = grid_acc<M, Scalar>(pb, cv, p, q + 1, k);
+        if (within(band, q + 1)) w_cell = grid_acc<M, Scalar>(pb, cv, p, q + 1, k);
         if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
         if (feeds_next) rowbuf[q + 1] = r;
@@ -334,32 +437,43 @@ __global__ void __launch_bounds__(kMaxStrip)
     // Backward: strips bottom-up, steps in reverse. Thread t at step s does cell
     // (b0 + t, s - t) and needs what thread t + 1 published at steps s + 1 (its
     // cell (p+1, q)) and s + 2 (cell (p+1, q+1), kept from the previous step).
+    // With a band, row p needs the cells grad_columns(p) (and, for the last row of
+    // the strip, those that feed it: up to hi(p + 1)); the steps run over those
+    // of all rows of the strip. What a row publishes is nonzero only in its band,
+    // and, for a weak grid's threshold row relaying the smoothing terms, in the band
+    // of the row below: `below` is that range of row p + 1, read as zeros outside.
+    // The tape is read inside the band only (it is stale elsewhere).
     auto pbuf = [&](int s) { return reinterpret_cast<Pub*>(smem) + ((s & 1) ? T : 0); };
     Pub* colbuf = reinterpret_cast<Pub*>(rowbuf);  // what the first row of the strip below published
+    const int reach = pb.smooth ? (pb.weak ? 2 : 1) : 1;
+    const int relay = pb.smooth && pb.weak ? 1 : 0;
     for (int b0 = ((P - 1) / T) * T; b0 >= 0; b0 -= T) {
       const int rows = min(T, P - b0);
       const int p = b0 + t;
       const bool active = t < rows;
       const bool cost_row = !pb.weak || (p & 1);
-      const Columns band = band_columns(P, Q, width, active ? p : 0);
+      const Span band = span(band_columns(P, Q, width, active ? p : 0));
+      const Span below = active && p + 1 < P ? Span{int(band_columns(P, Q, width, p + 1).lo),
+                                                    int(band_columns(P, Q, width, min(p + 1 + relay, P - 1)).hi)}
+                                             : Span{1, 0};
+      const Span gcols = span(grad_columns(pb, P, Q, width, active ? p : 0));  // where this row writes the gradient
+      const int s_first = int(grad_columns(pb, P, Q, width, b0).lo);
+      const int s_last = int(band_columns(P, Q, width, min(b0 + rows - 1 + reach, P - 1)).hi) + rows - 1;
       const Tape2<Scalar>* ts = tp + int64_t(b0) * Q;
       double ad_next = 0.0, left_prod = 0.0, sd_next = 0.0, s_left = 0.0;  // as in thread_kernel
-      const int steps = Q + rows - 1;
-      int srow = (steps - 1) % Q;
-      for (int s = steps - 1; s >= 0; --s) {
+      int srow = s_last % Q;
+      for (int s = s_last; s >= s_first; --s) {
         const int q = s - t;
         if (active && q >= 0 && q < Q) {
-          Pub in;
-          if (t == rows - 1)
-            in = p == P - 1 ? Pub{0.0, 0.0, 0.0, 0.0} : colbuf[q];
-          else
-            in = pbuf(s + 1)[t + 1];
+          Pub in{0.0, 0.0, 0.0, 0.0};
+          if (within(below, q)) in = t == rows - 1 ? colbuf[q] : pbuf(s + 1)[t + 1];
           const double diag_prod = ad_next;
           ad_next = in.ad;
+          const bool in_band = within(band, q);
           const double e = (p == P - 1 && q == Q - 1) ? 1.0
-                           : (q < band.lo || q > band.hi) ? 0.0  // outside the band, exactly
-                                                          : in.au + diag_prod + left_prod;
-          const Tape2<Scalar> tw = ts[int64_t(srow) * rows + t];
+                           : !in_band                 ? 0.0  // outside the band, exactly
+                                                      : in.au + diag_prod + left_prod;
+          const Tape2<Scalar> tw = in_band ? ts[int64_t(srow) * rows + t] : Tape2<Scalar>{Scalar(0), Scalar(0)};
           const double wd = double(tw.diag), wu = double(tw.up);
           Pub out{e * wu, e * wd, 0.0, 0.0};
           left_prod = e * fmax(1.0 - wd - wu, 0.0);
@@ -367,15 +481,19 @@ __global__ void __launch_bounds__(kMaxStrip)
             const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
             double dc = e;
             if (pb.smooth) {
-              M w[3];
-              smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
               dc += s_left + in.su + sd_next;
               sd_next = in.sd;
-              out.su = e * double(w[1]);
-              out.sd = e * double(w[2]);
-              s_left = e * double(w[0]);
+              if (in_band) {
+                M w[3];
+                smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
+                out.su = e * double(w[1]);
+                out.sd = e * double(w[2]);
+                s_left = e * double(w[0]);
+              } else {  // E = 0: nothing to spread
+                s_left = 0.0;
+              }
             }
-            g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
+            if (within(gcols, q)) g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
           } else if (!cost_row) {  // a weak grid's threshold row: pass the smoothing terms up
             out.su = in.su;
             out.sd = in.sd;
