@@ -120,8 +120,8 @@ def _available(name: str) -> bool:
 def backends() -> dict[str, Any]:
     """What this installation can run, and which backend each device uses by default.
 
-    Example: ``{"cpp": True, "openmp": True, "cuda": False, "numba": True, "numpy": True,
-    "default": {"cpu": "cpp", "cuda": None}}``. ``cuda`` is True only when the CUDA module
+    Example: ``{"cpp": True, "openmp": True, "simd": "avx512", "cuda": False, "numba": True,
+    "numpy": True, "default": {"cpu": "cpp", "cuda": None}}``. ``cuda`` is True only when the CUDA module
     was built and a CUDA device is visible.
     """
     cpp = _load("cpp")
@@ -129,6 +129,7 @@ def backends() -> dict[str, Any]:
     return {
         "cpp": cpp is not None,
         "openmp": bool(cpp is not None and cpp.openmp),
+        "simd": cpp.simd_level() if cpp is not None else None,
         "cuda": _available("cuda"),
         "cuda_module_built": _load("cuda") is not None,
         "numba": _available("numba"),

@@ -53,16 +53,16 @@ def _check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
     return t
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
-    # One reduction (and, for a GPU tensor, one synchronisation): NaN or inf would
-    # otherwise come back as a silently wrong value or gradient. A data-dependent
-    # branch cannot be traced, so torch.compile'd code skips it (docs/training.md).
-    if _compiling():
+    # NaN or inf would otherwise come back as a silently wrong value or gradient. Raising
+    # needs the answer on the host: a GPU tensor would synchronise, and torch.compile
+    # cannot trace the branch. Those get poison_non_finite instead (docs/semantics.md).
+    if t.is_cuda or compiling():
         return
     low, high = torch.aminmax(t.detach())  # one pass, no mask tensor; NaN propagates into both
     if not bool(torch.isfinite(low) & torch.isfinite(high)):
@@ -88,6 +88,12 @@ def check_sequences(x: object, y: object, same_batch: bool = True) -> tuple[torc
     return x, y
 
 
+def poison_non_finite(value: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """`value`, made NaN wherever the call saw a non-finite cost, without leaving the device."""
+    low, high = torch.aminmax(cost.detach())
+    return value + (low * 0 + high * 0)  # 0 * (+-inf or NaN) is NaN; 0 * finite is 0
+
+
 def check_cost(cost: object, batch: int | None = None) -> torch.Tensor:
     """A cost of shape (B, N, M) (from the user or a metric callable)."""
     cost = _check_tensor("cost", cost, 3, "(B, N, M)")
@@ -100,13 +106,18 @@ def check_cost(cost: object, batch: int | None = None) -> torch.Tensor:
 def check_lengths(name: str, lengths: Lengths, batch: int, full: int) -> torch.Tensor:
     """(B,) int64 lengths in [1, full], on the CPU; None means every sequence is `full` long.
 
-    Reading the values of lengths given on a GPU synchronises with it once.
+    Reading the values of lengths given on a GPU synchronises with it once. Under torch.compile
+    only the shape is checked and the tensor stays where it is.
     """
     if lengths is None:
         return torch.full((batch,), full, dtype=torch.int64)
     if isinstance(lengths, torch.Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
+        if compiling():  # shape only: the range check would read the values on the host
+            if lengths.shape != (batch,):
+                raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(lengths.shape)}")
+            return lengths.to(torch.int64)
         values = lengths.detach().to("cpu", torch.int64)
     else:
         try:
@@ -136,7 +147,7 @@ def check_band(params: Params, x_lengths: torch.Tensor, y_lengths: torch.Tensor,
 
     Pairs are (x_lengths[b], y_lengths[b]), or every combination when `all_pairs`.
     """
-    if params.bandwidth is None:
+    if params.bandwidth is None or compiling():  # traced code cannot branch on the lengths' values
         return
     xs, ys = x_lengths.tolist(), y_lengths.tolist()
     pairs = {(a, b) for a in set(xs) for b in set(ys)} if all_pairs else set(zip(xs, ys))

@@ -7,11 +7,23 @@ import torch
 from . import _op
 from ._cost import Metric, compute_dtype, cost_matrix
 from ._dispatch import Layout, Params
-from ._validation import Lengths, check_band, check_cost, check_lengths, check_params, check_sequences
+from ._validation import (
+    Lengths,
+    check_band,
+    check_cost,
+    check_lengths,
+    check_params,
+    check_sequences,
+    compiling,
+    poison_non_finite,
+)
 
 
 def _run(cost: torch.Tensor, layout: Layout, params: Params, backend: str | None) -> torch.Tensor:
-    return _op.align(cost.contiguous(), layout, params, backend)
+    value = _op.align(cost.contiguous(), layout, params, backend)
+    if cost.is_cuda or compiling():  # where the inputs' finiteness was not checked on the host
+        value = poison_non_finite(value, cost)
+    return value
 
 
 def _paired_values(cost: torch.Tensor, x_len: torch.Tensor, y_len: torch.Tensor, params: Params,

@@ -248,3 +248,28 @@ def test_gather_across_two_gloo_processes_equals_one_process(tmp_path):
         torch.testing.assert_close((ranks[0][0] + ranks[1][0]) / 2, loss, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(torch.cat([ranks[0][1], ranks[1][1]]) / 2, gv, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(torch.cat([ranks[0][2], ranks[1][2]]) / 2, gt, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_compile_fullgraph_with_lengths_band_and_pairwise():
+    torch._dynamo.reset()
+    x, y = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(3, 5, 4, dtype=torch.float64)
+    x_lengths, y_lengths = torch.tensor([6, 4, 5]), torch.tensor([5, 5, 3])
+
+    def values(a, b, xl, yl):
+        paired = s2dtw.s2dtw(a, b, x_lengths=xl, y_lengths=yl, bandwidth=2.0)
+        return paired, s2dtw.pairwise(a, b, x_lengths=xl, y_lengths=yl)
+
+    compiled = torch.compile(values, fullgraph=True)
+    for got, want in zip(compiled(x, y, x_lengths, y_lengths), values(x, y, x_lengths, y_lengths)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_poison_non_finite_makes_values_nan_without_a_host_check():
+    from s2dtw._validation import poison_non_finite
+
+    value = torch.tensor([1.0, 2.0])
+    torch.testing.assert_close(poison_non_finite(value, torch.ones(2, 3, 3)), value)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        cost = torch.ones(2, 3, 3)
+        cost[1, 2, 0] = bad
+        assert torch.isnan(poison_non_finite(value, cost)).all()
