@@ -304,3 +304,10 @@ def test_bad_regime_env(monkeypatch):
     with pytest.raises((ValueError, RuntimeError), match="S2DTW_CUDA_REGIME"):
         s2dtw.s2dtw(cost=torch.randn(1, 3, 3, device="cuda"), backend="cuda")
 
+
+
+def test_non_finite_inputs_give_nan_values_without_a_host_sync():
+    x, y = torch.randn(2, 5, 4, device="cuda"), torch.randn(2, 3, 4, device="cuda")
+    x[1, 2, 0] = float("nan")
+    value = s2dtw.s2dtw(x, y)  # no ValueError on CUDA: raising would synchronise every call
+    assert torch.isnan(value).all()
