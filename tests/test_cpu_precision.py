@@ -56,13 +56,17 @@ CASES = {
     "band_small": dict(shape=(50, 12, 15), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.7)),
     "band_large": dict(shape=(2, 400, 400), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.05)),
     "band_weak": dict(shape=(40, 10, 10), lengths=False, fn="s2dtw", kw=dict(bandwidth=0.3)),
+    # one pair shared by the threads (bands of rows in a pipeline), with a band / the weak grid
+    "band_one": dict(shape=(1, 480, 480), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.05)),
+    "weak_smooth_one": dict(shape=(1, 160, 140), lengths=True, fn="s2dtw", kw=dict(gamma=0.1)),
+    "weak_band_one": dict(shape=(1, 160, 160), lengths=False, fn="s2dtw", kw=dict(gamma=0.1, bandwidth=0.1)),
 }
 
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_simd_matches_scalar(monkeypatch, level, case, dtype, threads):
     spec = CASES[case]
     g = torch.Generator().manual_seed(1)

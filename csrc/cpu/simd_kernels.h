@@ -10,18 +10,27 @@
 //   backward starts there (cells beyond its shape get E = 0). Banded groups hold one
 //   shape only (the band depends on the shape).
 // - diagonal: few large pairs. One pair, its anti-diagonals in turn; the cells of an
-//   anti-diagonal are independent, so they fill the lanes. A pair can be shared by
-//   all threads, which split every anti-diagonal and meet at a barrier after it.
+//   anti-diagonal are independent, so they fill the lanes. The rows are cut into
+//   bands (at most kMaxBand rows) walked one after the other; a pair can be shared by
+//   all threads, which take the bands in turn and run them as a pipeline (a band
+//   waits only for the progress of the band above it, or below it in the backward).
 //
 // Both keep the recursion in float64 for float32 inputs (as the scalar kernel) and
 // the transition weights on a tape in the input dtype.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <climits>
+#include <memory>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
-#include <xmmintrin.h>
+#include <immintrin.h>
+#include <sys/mman.h>
+
+#include <cstdlib>
+#include <new>
 
 #include "s2dtw_cpu_simd.h"
 
@@ -84,18 +93,82 @@ void release_if_large(std::vector<Workspace>& cache) {
   if (total > kKeepBytes) cache.clear();
 }
 
+// Allocator of the large workspaces: 2 MiB aligned and marked for transparent huge
+// pages. The diagonal regime reads and writes across anti-diagonals, a 4 KiB page
+// per access on a large grid; with huge pages these stay within the TLB's reach.
+constexpr size_t kHugePage = size_t(2) << 20;
+template <typename T>
+struct HugeAllocator {
+  using value_type = T;
+  HugeAllocator() = default;
+  template <typename U>
+  HugeAllocator(const HugeAllocator<U>&) {}
+  static bool huge(size_t n) { return n * sizeof(T) >= 2 * kHugePage; }
+  T* allocate(size_t n) {
+    if (!huge(n)) return static_cast<T*>(::operator new(n * sizeof(T)));
+    const size_t bytes = (n * sizeof(T) + kHugePage - 1) / kHugePage * kHugePage;
+    void* p = std::aligned_alloc(kHugePage, bytes);
+    if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: ignored where THP is off
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) {
+    if (huge(n)) std::free(p);
+    else ::operator delete(p);
+  }
+  template <typename U>
+  bool operator==(const HugeAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const HugeAllocator<U>&) const { return false; }
+};
+template <typename T>
+using Buffer = std::vector<T, HugeAllocator<T>>;
+
 template <typename... V>
 size_t capacity_bytes(const V&... v) {
   return (size_t(0) + ... + (v.capacity() * sizeof(typename V::value_type)));
 }
 
-template <typename T>
-void grow(std::vector<T>& v, int64_t size) {
+template <typename T, typename A>
+void grow(std::vector<T, A>& v, int64_t size) {
   if (int64_t(v.size()) < size) {
     v.clear();
     v.shrink_to_fit();
     v.resize(size);
   }
+}
+
+// ---------------------------------------------------------------- gather
+
+// Lane indices 0..kLanes-1, one native register of them per group member.
+inline NativeI lane_iota(int g) {
+  NativeI r;
+  for (int l = 0; l < kNative; ++l) r[l] = g * kNative + l;
+  return r;
+}
+
+// Masked gather of one native register: lanes where mask is set read base[idx]
+// (converted to double), the others take src and touch no memory.
+inline NativeD gather(const double* base, NativeI idx, NativeI mask, NativeD src) {
+#if S2DTW_NATIVE_DOUBLES == 8
+  return (NativeD)_mm512_mask_i64gather_pd((__m512d)src, _mm512_movepi64_mask((__m512i)mask), (__m512i)idx, base, 8);
+#else
+  return (NativeD)_mm256_mask_i64gather_pd((__m256d)src, base, (__m256i)idx, (__m256d)mask, 8);
+#endif
+}
+inline NativeD gather(const float* base, NativeI idx, NativeI mask, NativeD src) {
+#if S2DTW_NATIVE_DOUBLES == 8
+  const __m256 f = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), _mm512_movepi64_mask((__m512i)mask), (__m512i)idx,
+                                            base, 4);
+#else
+  typedef int32_t I32 __attribute__((vector_size(16)));
+  const __m128 f = _mm256_mask_i64gather_ps(_mm_setzero_ps(), base, (__m256i)idx,
+                                            (__m128)__builtin_convertvector(mask, I32), 4);
+#endif
+  const NativeD v = __builtin_convertvector((NativeF)f, NativeD);
+  return mask ? v : src;
 }
 
 // ---------------------------------------------------------------- lockstep
@@ -104,8 +177,8 @@ void grow(std::vector<T>& v, int64_t size) {
 // gradient) and the tape [grid cell][2][lane] in the input dtype.
 template <typename Scalar>
 struct LockstepWorkspace {
-  std::vector<double> cost, smooth, rows, g, dc;
-  std::vector<Scalar> tape;
+  Buffer<double> cost, smooth, rows, g, dc;
+  Buffer<Scalar> tape;
   size_t bytes() const { return capacity_bytes(cost, smooth, rows, g, dc, tape); }
   void reserve(const Problem& pb, bool with_grad) {
     const int64_t cells = pb.block_n * pb.block_m * kLanes;
@@ -311,7 +384,8 @@ void run_lockstep(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
 
 // ---------------------------------------------------------------- diagonal
 
-// Threads sharing one pair meet here after every anti-diagonal.
+// Threads sharing one pair meet here between the phases of a pair (set-up, forward,
+// backward, gradient); within a phase the bands synchronise through their progress.
 struct SpinBarrier {
   std::atomic<int> arrived{0}, phase{0};
   int threads = 1;
@@ -342,37 +416,64 @@ inline Diagonal diagonal(int64_t P, int64_t Q, int64_t width, int64_t d) {
   return {lo, hi};
 }
 
-// One pair's buffers: smoothed cost D and d value / d D (n x m, row-major), three
-// anti-diagonals of R (forward) or E (backward), the tape: weights of (diagonal, up)
-// predecessors per diagonal slot, diagonal d's segment covering slots [lo, hi + 2 + kLanes).
+// Progress of one band of rows through its anti-diagonals, on its own cache line.
+struct alignas(64) Progress {
+  std::atomic<int64_t> d{0};
+};
+
+// Rows per band of a P-row grid shared by `threads` threads: about four bands per
+// thread, whole vectors, at most kMaxBand rows: the rows a band walks (cost reads,
+// gradient writes across its anti-diagonals) then stay in L1 and in the TLB's reach.
+constexpr int64_t kMaxBand = (256 + kLanes - 1) / kLanes * kLanes;
+inline int64_t band_rows(int64_t P, int threads) {
+  const int64_t round = (P + kLanes - 1) / kLanes * kLanes;
+  const int64_t h = threads == 1 ? round : (P / (4 * threads) + kLanes - 1) / kLanes * kLanes;
+  return std::min({round, kMaxBand, std::max<int64_t>(2 * kLanes, h)});
+}
+
+// One pair's buffers: smoothed cost D and d value / d D (n x m, row-major); per
+// thread, three anti-diagonals of R (forward) or E (backward) indexed by slot; per
+// band, the boundary row it shares with its neighbour and its progress; the tape
+// (weights of the (diagonal, up) predecessors) by diagonal slot, diagonal d's
+// segment covering slots [lo - kLanes, hi + 2 + kLanes); per thread, E of the band
+// it is on, by diagonal.
 template <typename Scalar>
 struct DiagonalWorkspace {
-  std::vector<double> d, g, diags;
-  std::vector<Scalar> tape_diag, tape_up;
+  Buffer<double> d, g, diags, rows;
+  Buffer<Scalar> tape_diag, tape_up, e_band;
   std::vector<int64_t> offset;
+  std::unique_ptr<Progress[]> progress;
+  int64_t progress_size = 0;
   SpinBarrier barrier;
-  size_t bytes() const { return capacity_bytes(d, g, diags, tape_diag, tape_up, offset); }
+  size_t bytes() const { return capacity_bytes(d, g, diags, rows, tape_diag, tape_up, e_band, offset); }
   DiagonalWorkspace() = default;
   DiagonalWorkspace(DiagonalWorkspace&&) noexcept {}
-  void reserve(const Problem& pb, bool with_grad) {
+  static int64_t diag_stride(int64_t P, int threads) { return P + band_rows(P, threads) + 2 * kLanes + 4; }
+  // E of one band, by diagonal: H slots for each of its H + Q - 1 diagonals.
+  static int64_t e_band_size(int64_t P, int64_t Q, int threads) {
+    const int64_t H = band_rows(P, threads);
+    return H * (H + Q);
+  }
+  void reserve(const Problem& pb, bool with_grad, int threads = 1) {
     const int64_t P = grid_extent(pb, pb.block_n), Q = grid_extent(pb, pb.block_m);
-    grow(d, pb.block_n * pb.block_m);
-    grow(diags, 3 * (P + 3 + kLanes));
+    if (pb.smooth) grow(d, pb.block_n * pb.block_m);
+    const int64_t bands = P / (2 * kLanes) + 2;  // band_rows >= 2 kLanes (or one band)
+    grow(diags, int64_t(threads) * 3 * diag_stride(P, threads));
+    grow(rows, bands * (Q + 2));
+    if (progress_size < bands) {
+      progress.reset(new Progress[bands]);
+      progress_size = bands;
+    }
     grow(offset, P + Q + 1);
     if (with_grad) {
-      grow(g, pb.block_n * pb.block_m);
-      grow(tape_diag, P * Q + (P + Q) * (kLanes + 3));
-      grow(tape_up, P * Q + (P + Q) * (kLanes + 3));
+      if (pb.smooth) grow(g, pb.block_n * pb.block_m);
+      const int64_t tape = P * Q + (P + Q) * (2 * kLanes + 3);
+      grow(tape_diag, tape);
+      grow(tape_up, tape);
+      grow(e_band, int64_t(threads) * e_band_size(P, Q, threads));
     }
   }
 };
-
-// This thread's share [first, last) of the slots [lo + 1, hi + 2) in whole vectors.
-inline void share(const Diagonal& dg, int tid, int threads, int64_t* first, int64_t* last) {
-  const int64_t chunks = dg.hi >= dg.lo ? (dg.hi - dg.lo + kLanes) / kLanes : 0;
-  *first = dg.lo + 1 + chunks * tid / threads * kLanes;
-  *last = dg.lo + 1 + chunks * (tid + 1) / threads * kLanes;
-}
 
 // One pair by anti-diagonals, run by `threads` threads (tid is this one) together.
 template <typename Scalar>
@@ -382,21 +483,34 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
   const int64_t P = grid_extent(pb, n), Q = grid_extent(pb, m), last_d = P + Q - 2;
   const int64_t width = band_width(pb, P, Q);
   const CostView<double, Scalar> view{cost + pair_offset(pb, b), pb.stride_i, pb.stride_j};
+  // Without smoothing the grid cells are read straight from the cost; with it, D is
+  // computed once (rows split between the threads), row-major.
   double* D = ws.d.data();
-  for (int64_t i = tid; i < n; i += threads)
-    for (int64_t j = 0; j < m; ++j) D[i * m + j] = smoothed_cost(pb, view, i, j, (double*)nullptr);
+  if (pb.smooth)
+    for (int64_t i = tid; i < n; i += threads)
+      for (int64_t j = 0; j < m; ++j) D[i * m + j] = smoothed_cost(pb, view, i, j, (double*)nullptr);
+  Scalar* out = grad ? grad + pair_offset(pb, b) : nullptr;
+  const Scalar* src = cost + pair_offset(pb, b);
+  const int64_t H = band_rows(P, threads), bands = (P + H - 1) / H;
   if (tid == 0) {
     int64_t at = 0;
     for (int64_t d = 0; d <= last_d; ++d) {
       const Diagonal dg = diagonal(P, Q, width, d);
-      ws.offset[d] = at - dg.lo;  // slot s of diagonal d at offset[d] + s
-      at += std::max<int64_t>(dg.hi - dg.lo + 1, 0) + 2 + kLanes;
+      ws.offset[d] = at + kLanes - dg.lo;  // slot s of diagonal d at offset[d] + s
+      at += std::max<int64_t>(dg.hi - dg.lo + 1, 0) + 2 + 2 * kLanes;
     }
+    std::fill(ws.rows.begin(), ws.rows.begin() + bands * (Q + 2), kInf);
+    for (int64_t k = 0; k < bands; ++k) ws.progress[k].d.store(-1, std::memory_order_relaxed);
   }
   ws.barrier.wait();
 
-  const int64_t stride = P + 3 + kLanes;
-  double* buf[3] = {ws.diags.data(), ws.diags.data() + stride, ws.diags.data() + 2 * stride};
+  // The rows are cut into bands of H rows, band k to thread k % threads. A band
+  // walks its part of every anti-diagonal; it needs the row above it (forward) or
+  // below it (backward) one and two diagonals back, which its neighbour band leaves
+  // in a boundary row and announces through its progress: no barrier per diagonal.
+  const int64_t stride = ws.diag_stride(P, threads);
+  double* mine = ws.diags.data() + tid * 3 * stride;
+  double* buf[3] = {mine, mine + stride, mine + 2 * stride};
   Scalar* tape_a = grad ? ws.tape_diag.data() : nullptr;
   Scalar* tape_b = grad ? ws.tape_up.data() : nullptr;
   const Vec gamma = Vec::splat(pb.gamma), inv_gamma = Vec::splat(1.0 / pb.gamma);
@@ -404,119 +518,212 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
   double lane_index[kLanes];
   for (int l = 0; l < kLanes; ++l) lane_index[l] = l;
   const Vec iota = Vec::load(lane_index);
-  alignas(64) double cell[kLanes];
-
-  // The grid cells of slots [s, s + kLanes) of diagonal d (0 outside [lo, hi]).
-  auto load_cells = [&](int64_t d, const Diagonal& dg, int64_t s) {
-    for (int l = 0; l < kLanes; ++l) {
-      const int64_t p = s - 1 + l, q = d - p;
-      cell[l] = p > dg.hi ? 0.0
-                : is_cost_cell(pb, p, q) ? D[cost_index(pb, p) * m + cost_index(pb, q)]
-                                         : pb.threshold;
-    }
-    return Vec::load(cell);
+  NativeI iota_i[kGroup];
+  S2DTW_EACH iota_i[g] = lane_iota(g);
+  // Lanes of slots [s, s + kLanes) holding cells of the diagonal (rows lo..hi).
+  auto inside_mask = [&](const Diagonal& dg, int64_t s) {
+    const Vec p = iota + Vec::splat(double(s - 1));
+    return less(Vec::splat(double(dg.lo) - 1.0), p) & less(p, Vec::splat(double(dg.hi) + 1.0));
   };
 
-  // Forward. Diagonals -2 and -1: R[-1][-1] = 0, every other boundary cell +inf.
+  // Slots [s, s + kLanes) of diagonal d: which lanes hold a cost cell inside the
+  // diagonal (row p = slot - 1 in [lo, hi]), and that cell's index i * si + j * sj.
+  struct CellIndex {
+    NativeI idx[kGroup], mask[kGroup];
+  };
+  auto cell_index = [&](int64_t d, const Diagonal& dg, int64_t s, int64_t si, int64_t sj) {
+    CellIndex r;
+    S2DTW_EACH {
+      const NativeI p = iota_i[g] + (s - 1);
+      const NativeI inside = (p >= (NativeI{} + dg.lo)) & (p <= (NativeI{} + dg.hi));
+      if (!pb.weak) {
+        r.idx[g] = p * (si - sj) + d * sj;  // q = d - p
+        r.mask[g] = inside;
+      } else {
+        const NativeI q = (NativeI{} + d) - p;
+        r.mask[g] = inside & (((p & q) & 1) != 0);
+        r.idx[g] = (p >> 1) * si + (q >> 1) * sj;
+      }
+    }
+    return r;
+  };
+  // The grid cells of slots [s, s + kLanes) of diagonal d (the null cost off the cost cells).
+  const NativeD null_cost = NativeD{} + pb.threshold;
+  auto load_cells = [&](int64_t d, const Diagonal& dg, int64_t s) {
+    Vec r;
+    if (pb.smooth) {
+      const CellIndex ci = cell_index(d, dg, s, m, 1);
+      S2DTW_EACH r.v[g] = gather(D, ci.idx[g], ci.mask[g], null_cost);
+    } else {
+      const CellIndex ci = cell_index(d, dg, s, pb.stride_i, pb.stride_j);
+      S2DTW_EACH r.v[g] = gather(src, ci.idx[g], ci.mask[g], null_cost);
+    }
+    return r;
+  };
+  auto wait_until = [&](int64_t band, auto done, int64_t& seen) {
+    if (done(seen)) return;
+    while (!done(seen = ws.progress[band].d.load(std::memory_order_acquire))) _mm_pause();
+  };
+
+  // Forward. Slot r0 of a band (row r0 - 1) comes from the band above; above band 0
+  // is row -1: R[-1][-1] = 0, +inf elsewhere. Slots a band reads outside the
+  // diagonal's cells are +inf (masked lanes, and the two set after each diagonal).
+  for (int64_t k = tid; k < bands; k += threads) {
+    const int64_t r0 = k * H, r1 = std::min(P, r0 + H);
+    const double* above = ws.rows.data() + k * (Q + 2);  // R[r0 - 1][q] at q + 1
+    double* below = ws.rows.data() + (k + 1) * (Q + 2);  // R[r1 - 1][q] at q + 1
+    for (double* bb : buf) std::fill(bb + r0, bb + r0 + H + 2, kInf);
+    int64_t seen = -1;
+    const int64_t d_end = r1 - 1 + Q - 1;
+    for (int64_t d = r0; d <= d_end; ++d) {
+      double* prev2 = buf[d % 3];
+      double* prev1 = buf[(d + 1) % 3];
+      double* cur = buf[(d + 2) % 3];
+      const int64_t q = d - r0;  // row r0 - 1: column q on diagonal d - 1, q - 1 on d - 2
+      if (k == 0) {
+        prev1[0] = kInf;
+        prev2[0] = d == 0 ? 0.0 : kInf;
+      } else {
+        wait_until(k - 1, [&](int64_t v) { return v >= d - 1; }, seen);
+        prev1[r0] = q < Q ? above[q + 1] : kInf;
+        prev2[r0] = q - 1 < Q ? above[q] : kInf;
+      }
+      const Diagonal dg = diagonal(P, Q, width, d);
+      const int64_t first = std::max(dg.lo, r0), last = std::min(dg.hi, r1 - 1);
+      if (first <= last)
+        for (int64_t s = r0 + 1 + (first - r0) / kLanes * kLanes; s - 1 <= last; s += kLanes) {
+          Vec w[2];
+          const Vec soft = softmin3(Vec::load(prev2 + s - 1), Vec::load(prev1 + s - 1), Vec::load(prev1 + s), gamma,
+                                    inv_gamma, tape_a ? w : nullptr, w + 1, nullptr);
+          const Mask inside = inside_mask(dg, s);
+          select(inside, soft + load_cells(d, dg, s), inf).store(cur + s);
+          if (tape_a) {
+            select(inside, w[0], zero).store(tape_a + ws.offset[d] + s);
+            select(inside, w[1], zero).store(tape_b + ws.offset[d] + s);
+          }
+        }
+      if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = kInf;
+      if (dg.hi + 1 >= r0 && dg.hi + 1 < r1) cur[dg.hi + 2] = kInf;
+      if (k + 1 < bands && r1 - 1 >= dg.lo && r1 - 1 <= dg.hi) below[d - (r1 - 1) + 1] = cur[r1];
+      ws.progress[k].d.store(d, std::memory_order_release);
+    }
+    ws.progress[k].d.store(INT64_MAX, std::memory_order_release);
+    if (r1 == P) value[b] = Scalar(buf[(last_d + 2) % 3][P]);
+  }
+  ws.barrier.wait();
+  if (!grad) return;  // (the barrier above: the next pair reuses the workspace)
   if (tid == 0) {
-    std::fill(ws.diags.begin(), ws.diags.begin() + 3 * stride, kInf);
-    buf[0][0] = 0.0;
+    std::fill(ws.rows.begin(), ws.rows.begin() + bands * (Q + 2), 0.0);
+    for (int64_t k = 0; k < bands; ++k) ws.progress[k].d.store(last_d + 1, std::memory_order_relaxed);
   }
-  ws.barrier.wait();
-  for (int64_t d = 0; d <= last_d; ++d) {
-    const double* prev2 = buf[d % 3];
-    const double* prev1 = buf[(d + 1) % 3];
-    double* cur = buf[(d + 2) % 3];
-    const Diagonal dg = diagonal(P, Q, width, d);
-    int64_t first, last;
-    share(dg, tid, threads, &first, &last);
-    const Vec hi_slot = Vec::splat(double(dg.hi + 1));
-    for (int64_t s = first; s < last; s += kLanes) {
-      Vec w[2];
-      const Vec soft = softmin3(Vec::load(prev2 + s - 1), Vec::load(prev1 + s - 1), Vec::load(prev1 + s), gamma,
-                                inv_gamma, tape_a ? w : nullptr, w + 1, nullptr);
-      const Mask inside = less(iota + Vec::splat(double(s)), hi_slot + one);
-      select(inside, soft + load_cells(d, dg, s), inf).store(cur + s);
-      if (tape_a) {
-        select(inside, w[0], zero).store(tape_a + ws.offset[d] + s);
-        select(inside, w[1], zero).store(tape_b + ws.offset[d] + s);
-      }
-    }
-    if (tid == 0) {
-      // Slots the next two diagonals read outside this one's cells are +inf (the
-      // band edges, row -1, column -1); the tape is 0 around the cells.
-      const Diagonal n1 = diagonal(P, Q, width, d + 1), n2 = diagonal(P, Q, width, d + 2);
-      const int64_t end = dg.hi >= dg.lo ? dg.lo + 1 + (dg.hi - dg.lo + kLanes) / kLanes * kLanes : dg.lo + 1;
-      for (int64_t s = std::min(n1.lo, n2.lo); s < dg.lo + 1; ++s) cur[s] = kInf;
-      for (int64_t s = end; s <= std::max(n1.hi + 1, n2.hi); ++s) cur[s] = kInf;
-      if (tape_a) {
-        tape_a[ws.offset[d] + dg.lo] = tape_b[ws.offset[d] + dg.lo] = Scalar(0);
-        for (int64_t s = end; s <= dg.hi + 2; ++s) tape_a[ws.offset[d] + s] = tape_b[ws.offset[d] + s] = Scalar(0);
-      }
-    }
-    ws.barrier.wait();
-  }
-  if (tid == 0) value[b] = Scalar(buf[(last_d + 2) % 3][P]);
-  if (!grad) return;
-
-  // Backward: E by diagonals from the corner; E = 0 outside the cells.
+  // Each band's E goes, once the band is done, to G (with smoothing) or straight to
+  // the gradient, rows [i_first, i_last) of the cost; the padding rows get zeros.
   double* G = ws.g.data();
-  for (int64_t i = tid; i < n; i += threads) std::fill(G + i * m, G + (i + 1) * m, 0.0);
-  if (tid == 0) std::fill(ws.diags.begin(), ws.diags.begin() + 3 * stride, 0.0);
+  Scalar* e_band = ws.e_band.data() + tid * ws.e_band_size(P, Q, threads);
+  if (!pb.smooth)
+    for (int64_t i = n + tid; i < pb.block_n; i += threads)
+      for (int64_t j = 0; j < pb.block_m; ++j) out[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+  // E of cost cell (i, j) in the band of rows [r0, r1) (0 outside the Sakoe-Chiba
+  // band), rows of kRows filled diagonal by diagonal: each diagonal's run of slots
+  // is a cache line or two, while the kRows rows written stay in L1.
+  constexpr int64_t kRows = 16;
+  auto unskew = [&](auto* dst, int64_t dst_si, int64_t dst_sj, int64_t cols, int64_t r0, int64_t r1) {
+    using T = std::remove_pointer_t<decltype(dst)>;
+    const int64_t i_first = pb.weak ? r0 / 2 : r0, i_last = std::min(n, pb.weak ? (r1 - 2) / 2 + 1 : r1);
+    const int64_t H = band_rows(P, threads);
+    for (int64_t i0 = i_first; i0 < i_last; i0 += kRows) {
+      const int64_t rows = std::min(kRows, i_last - i0);
+      int64_t lo[kRows], hi[kRows];  // cost columns of each row inside the Sakoe-Chiba band
+      int64_t c_lo = INT64_MAX, c_hi = INT64_MIN;
+      for (int64_t k = 0; k < rows; ++k) {
+        const int64_t i = i0 + k;
+        const Columns c = band_columns(P, Q, width, pb.weak ? 2 * i + 1 : i);
+        lo[k] = pb.weak ? c.lo / 2 : c.lo;  // 2j + 1 >= c.lo
+        hi[k] = std::min(pb.weak ? (c.hi - 1) >> 1 : c.hi, m - 1);
+        T* row = dst + i * dst_si;
+        for (int64_t j = 0; j < std::min(lo[k], cols); ++j) row[j * dst_sj] = T(0);
+        for (int64_t j = std::max<int64_t>(hi[k] + 1, 0); j < cols; ++j) row[j * dst_sj] = T(0);
+        if (lo[k] <= hi[k]) {
+          c_lo = std::min(c_lo, i + lo[k]);
+          c_hi = std::max(c_hi, i + hi[k]);
+        }
+      }
+      for (int64_t c = c_lo; c <= c_hi; ++c)  // cost cells (i, j) with i + j = c
+        for (int64_t k = 0; k < rows; ++k) {
+          const int64_t i = i0 + k, j = c - i;
+          if (j < lo[k] || j > hi[k]) continue;
+          const int64_t p = pb.weak ? 2 * i + 1 : i, q = pb.weak ? 2 * j + 1 : j;
+          dst[i * dst_si + j * dst_sj] = T(e_band[(p + q - r0) * H + (p - r0)]);
+        }
+    }
+  };
   ws.barrier.wait();
-  for (int64_t d = last_d; d >= 0; --d) {
-    const double* next2 = buf[(d + 2) % 3];  // diagonal d + 2
-    const double* next1 = buf[(d + 1) % 3];  // diagonal d + 1
-    double* cur = buf[d % 3];
-    const Diagonal dg = diagonal(P, Q, width, d);
-    const Scalar* a2 = d + 2 <= last_d ? tape_a + ws.offset[d + 2] : nullptr;
-    const Scalar* a1 = d + 1 <= last_d ? tape_a + ws.offset[d + 1] : nullptr;
-    const Scalar* b1 = d + 1 <= last_d ? tape_b + ws.offset[d + 1] : nullptr;
-    int64_t first, last;
-    share(dg, tid, threads, &first, &last);
-    const Vec hi_slot = Vec::splat(double(dg.hi + 1));
-    for (int64_t s = first; s < last; s += kLanes) {
-      Vec e = zero;
-      if (b1) {
-        const Vec from_left = vmax(one - Vec::load(a1 + s) - Vec::load(b1 + s), zero);
-        e = Vec::load(next1 + s + 1) * Vec::load(b1 + s + 1) + Vec::load(next1 + s) * from_left;
-      }
-      if (a2) e = e + Vec::load(next2 + s + 1) * Vec::load(a2 + s + 1);
-      if (d == last_d) e = one;
-      const Mask inside = less(iota + Vec::splat(double(s)), hi_slot + one);
-      e = select(inside, e, zero);
-      e.store(cur + s);
-      for (int l = 0; l < kLanes; ++l) {
-        const int64_t p = s - 1 + l, q = d - p;
-        if (p <= dg.hi && is_cost_cell(pb, p, q)) G[cost_index(pb, p) * m + cost_index(pb, q)] = e[l];
-      }
-    }
-    if (tid == 0 && d > 0) {
-      const Diagonal p1 = diagonal(P, Q, width, d - 1), p2 = d > 1 ? diagonal(P, Q, width, d - 2) : p1;
-      const int64_t end = dg.hi >= dg.lo ? dg.lo + 1 + (dg.hi - dg.lo + kLanes) / kLanes * kLanes : dg.lo + 1;
-      for (int64_t s = std::min(p1.lo + 1, p2.lo + 2); s < dg.lo + 1; ++s) cur[s] = 0.0;
-      for (int64_t s = end; s <= std::max(p1.hi + 2, p2.hi + 2); ++s) cur[s] = 0.0;
-    }
-    ws.barrier.wait();
-  }
 
-  // Through the smoothing into the gradient, rows split between the threads: row i
-  // of dC collects G of rows i and i + 1 (see docs/semantics.md, Gradient).
-  Scalar* out = grad + pair_offset(pb, b);
-  for (int64_t i = tid; i < pb.block_n; i += threads)
-    for (int64_t j = 0; j < pb.block_m; ++j) {
-      double v = 0.0;
-      if (i < n && j < m) {
-        v = G[i * m + j];
-        if (pb.smooth) {
+  // Backward: E by diagonals from the corner, bands from the bottom; slot r1 + 1 of a
+  // band (row r1) comes from the band below. E = 0 outside the cells. A band keeps
+  // its E by diagonal (contiguous stores; a scatter into the row-major gradient is
+  // slow) and hands it to the gradient when done, while it is still in cache.
+  for (int64_t k = tid + (bands - 1 - tid) / threads * threads; tid < bands && k >= 0; k -= threads) {
+    const int64_t r0 = k * H, r1 = std::min(P, r0 + H);
+    const double* erow = ws.rows.data() + k * (Q + 2);                        // E[r1][q] at q
+    double* erow_up = k > 0 ? ws.rows.data() + (k - 1) * (Q + 2) : nullptr;  // E[r0][q] at q
+    for (double* bb : buf) std::fill(bb + r0, bb + r0 + H + 2, 0.0);
+    int64_t seen = last_d + 1;
+    for (int64_t d = std::min(last_d, r1 - 1 + Q - 1); d >= r0; --d) {
+      double* next2 = buf[(d + 2) % 3];  // diagonal d + 2
+      double* next1 = buf[(d + 1) % 3];  // diagonal d + 1
+      double* cur = buf[d % 3];
+      if (r1 < P) {
+        wait_until(k + 1, [&](int64_t v) { return v <= d + 1; }, seen);
+        const int64_t q = d + 1 - r1;  // row r1: column q on diagonal d + 1, q + 1 on d + 2
+        next1[r1 + 1] = q >= 0 && q < Q ? erow[q] : 0.0;
+        next2[r1 + 1] = q + 1 >= 0 && q + 1 < Q ? erow[q + 1] : 0.0;
+      }
+      const Diagonal dg = diagonal(P, Q, width, d);
+      const Scalar* a2 = d + 2 <= last_d ? tape_a + ws.offset[d + 2] : nullptr;
+      const Scalar* a1 = d + 1 <= last_d ? tape_a + ws.offset[d + 1] : nullptr;
+      const Scalar* b1 = d + 1 <= last_d ? tape_b + ws.offset[d + 1] : nullptr;
+      const int64_t first = std::max(dg.lo, r0), last = std::min(dg.hi, r1 - 1);
+      if (first <= last)
+        for (int64_t s = r0 + 1 + (first - r0) / kLanes * kLanes; s - 1 <= last; s += kLanes) {
+          Vec e = zero;
+          if (b1) {
+            const Vec from_left = vmax(one - Vec::load(a1 + s) - Vec::load(b1 + s), zero);
+            e = Vec::load(next1 + s + 1) * Vec::load(b1 + s + 1) + Vec::load(next1 + s) * from_left;
+          }
+          if (a2) e = e + Vec::load(next2 + s + 1) * Vec::load(a2 + s + 1);
+          if (d == last_d) e = one;
+          e = select(inside_mask(dg, s), e, zero);
+          e.store(cur + s);
+          e.store(e_band + (d - r0) * H + (s - 1 - r0));
+        }
+      if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = 0.0;
+      if (dg.hi + 1 >= r0 && dg.hi + 1 < r1) cur[dg.hi + 2] = 0.0;
+      if (erow_up && r0 >= dg.lo && r0 <= dg.hi) erow_up[d - r0] = cur[r0 + 1];
+      ws.progress[k].d.store(d, std::memory_order_release);
+    }
+    ws.progress[k].d.store(INT64_MIN, std::memory_order_release);
+    if (pb.smooth) unskew(G, m, int64_t(1), m, r0, r1);
+    else unskew(out, pb.stride_i, pb.stride_j, pb.block_m, r0, r1);
+  }
+  ws.barrier.wait();
+
+  if (pb.smooth) {
+    // Through the smoothing into the gradient, rows split between the threads: row i
+    // of dC collects G of rows i and i + 1 (see docs/semantics.md, Gradient).
+    for (int64_t i = tid; i < pb.block_n; i += threads)
+      for (int64_t j = 0; j < pb.block_m; ++j) {
+        double v = 0.0;
+        if (i < n && j < m) {
+          v = G[i * m + j];
           double w[3];
           if (j + 1 < m) v += G[i * m + j + 1] * (smoothed_cost(pb, view, i, j + 1, w), w[0]);
           if (i + 1 < n) v += G[(i + 1) * m + j] * (smoothed_cost(pb, view, i + 1, j, w), w[1]);
           if (i + 1 < n && j + 1 < m) v += G[(i + 1) * m + j + 1] * (smoothed_cost(pb, view, i + 1, j + 1, w), w[2]);
         }
+        out[i * pb.stride_i + j * pb.stride_j] = Scalar(v);
       }
-      out[i * pb.stride_i + j * pb.stride_j] = Scalar(v);
-    }
+  }
   ws.barrier.wait();
 }
 
@@ -526,6 +733,7 @@ void run_diagonal(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
   const bool shared = pb.n_pairs < threads;  // every thread on every pair
   std::vector<DiagonalWorkspace<Scalar>>& workspaces =
       cached_workspaces<DiagonalWorkspace<Scalar>>(pb, grad, shared ? 1 : threads);
+  if (shared) workspaces[0].reserve(pb, grad != nullptr, threads);
   workspaces[0].barrier.threads = shared ? threads : 1;
 #pragma omp parallel num_threads(threads)
   {

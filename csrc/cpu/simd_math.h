@@ -174,20 +174,40 @@ inline Vec vlog(const Vec& x) {
 // softmin_g(a, b, c) lane by lane, as s2dtw::softmin3 (csrc/s2dtw_cell.h): shifted by
 // the minimum, +inf arguments drop out, all three +inf gives +inf and zero weights.
 // When wa is given, (wa, wb, wc) receive the weights of (a, b, c); wc may be null.
-inline Vec softmin3(const Vec& a, const Vec& b, const Vec& c, const Vec& gamma, const Vec& inv_gamma, Vec* wa,
-                    Vec* wb, Vec* wc) {
-  const Vec lo = vmin(a, vmin(b, c));
-  const Mask none = equal(lo, Vec::splat(__builtin_inf()));
-  const Vec ea = vexp((lo - a) * inv_gamma);
-  const Vec eb = vexp((lo - b) * inv_gamma);
-  const Vec ec = vexp((lo - c) * inv_gamma);
-  const Vec sum = ea + eb + ec;
+// The minimum's term is exp(0) = 1, so only the middle and the largest argument need an
+// exp: each argument's term is 1, e_mid or e_hi by which of (lo, mid, hi) it equals
+// (ties share the same term, +inf gives exp(-inf) = 0).
+__attribute__((always_inline)) inline Vec softmin3(const Vec& a, const Vec& b, const Vec& c, const Vec& gamma,
+                                                   const Vec& inv_gamma, Vec* wa, Vec* wb, Vec* wc) {
+  const Vec one = Vec::splat(1.0);
+  Vec lo, mid, hi, e_mid, e_hi;
+  Mask none;
+  S2DTW_EACH {
+    const NativeD ab_lo = a.v[g] < b.v[g] ? a.v[g] : b.v[g];
+    const NativeD ab_hi = a.v[g] < b.v[g] ? b.v[g] : a.v[g];
+    lo.v[g] = c.v[g] < ab_lo ? c.v[g] : ab_lo;
+    hi.v[g] = ab_hi < c.v[g] ? c.v[g] : ab_hi;
+    const NativeD hc = c.v[g] < ab_hi ? c.v[g] : ab_hi;  // min(max(a, b), c)
+    mid.v[g] = ab_lo < hc ? hc : ab_lo;
+    none.v[g] = lo.v[g] == __builtin_inf();
+    e_mid.v[g] = exp_native((lo.v[g] - mid.v[g]) * inv_gamma.v[g]);
+    e_hi.v[g] = exp_native((lo.v[g] - hi.v[g]) * inv_gamma.v[g]);
+  }
+  const Vec sum = one + e_mid + e_hi;
   if (wa) {
+    const Vec inv = one / sum;
     const Vec zero = Vec::splat(0.0);
-    const Vec inv = Vec::splat(1.0) / sum;
-    *wa = select(none, zero, ea * inv);
-    *wb = select(none, zero, eb * inv);
-    if (wc) *wc = select(none, zero, ec * inv);
+    auto weight = [&](const Vec& x) {
+      Vec w;
+      S2DTW_EACH {
+        const NativeD t = x.v[g] == lo.v[g] ? one.v[g] : x.v[g] == mid.v[g] ? e_mid.v[g] : e_hi.v[g];
+        w.v[g] = none.v[g] ? zero.v[g] : t * inv.v[g];
+      }
+      return w;
+    };
+    *wa = weight(a);
+    *wb = weight(b);
+    if (wc) *wc = weight(c);
   }
   return select(none, lo, lo - gamma * vlog(sum));
 }
