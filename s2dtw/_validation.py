@@ -10,7 +10,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from ._dispatch import Params
+from ._dispatch import Params, compiling
 
 Lengths = Union[torch.Tensor, Sequence[int], None]
 
@@ -51,11 +51,6 @@ def _check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
     if t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)} {layout}")
     return t
-
-
-def compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:

@@ -6,7 +6,7 @@ import torch
 
 from . import _op
 from ._cost import Metric, compute_dtype, cost_matrix
-from ._dispatch import Layout, Params
+from ._dispatch import Layout, Params, compiling
 from ._validation import (
     Lengths,
     check_band,
@@ -14,7 +14,6 @@ from ._validation import (
     check_lengths,
     check_params,
     check_sequences,
-    compiling,
     poison_non_finite,
 )
 

@@ -155,3 +155,15 @@ def test_mixed_devices_are_rejected():
     meta = torch.randn(2, 5, 3, device="meta")
     with pytest.raises(ValueError, match="same device"):
         s2dtw.s2dtw(X, meta)
+
+
+def test_gradient_scaling_and_repeated_backward(cpu_backend):
+    cost = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    value = s2dtw.s2dtw(cost=cost, backend=cpu_backend)
+    value.sum().backward(retain_graph=True)  # d loss / d value = 1 broadcast: the saved gradient as is
+    once = cost.grad.clone()
+    value.sum().backward(retain_graph=True)  # must not have been changed by the first backward
+    torch.testing.assert_close(cost.grad, 2 * once, rtol=0, atol=0)
+    weights = torch.tensor([0.5, -2.0, 3.0], dtype=torch.float64)
+    (scaled,) = torch.autograd.grad((value * weights).sum(), cost)
+    torch.testing.assert_close(scaled, once * weights[:, None, None], rtol=0, atol=0)
