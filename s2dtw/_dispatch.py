@@ -78,8 +78,6 @@ class Layout:
 
         Both layouts are blocks of (rows of x) x (pairs_per_x) x (columns of y).
         """
-        if _is_broadcast_one(grad_value):  # loss = values.sum(): no pass over (and copy of) the gradient
-            return grad.detach()
         blocks = grad.reshape(-1, self.block_n, self.pairs_per_x, self.block_m)
         return (blocks * grad_value.reshape(-1, 1, self.pairs_per_x, 1)).reshape(grad.shape)
 
@@ -88,15 +86,6 @@ def compiling() -> bool:
     """Whether torch.compile is tracing this call (False on torch without torch.compiler)."""
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
-
-
-def _is_broadcast_one(t: torch.Tensor) -> bool:
-    """Whether `t` is the number 1 broadcast (stride 0), as autograd passes through a sum.
-
-    Only on the CPU, where reading it costs no synchronisation, and never while tracing.
-    """
-    return (t.device.type == "cpu" and t.dim() == 1 and t.numel() > 0 and t.stride(0) == 0
-            and not compiling() and bool(t[0] == 1))
 
 
 def _problem_kwargs(layout: Layout, params: Params) -> dict[str, Any]:
