@@ -60,6 +60,11 @@ CASES = {
     "band_one": dict(shape=(1, 480, 480), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.05)),
     "weak_smooth_one": dict(shape=(1, 160, 140), lengths=True, fn="s2dtw", kw=dict(gamma=0.1)),
     "weak_band_one": dict(shape=(1, 160, 160), lengths=False, fn="s2dtw", kw=dict(gamma=0.1, bandwidth=0.1)),
+    # plain soft-DTW in lanes with ragged lengths (register-block transposes, tails of
+    # columns and lanes) and by diagonals with ragged lengths (skewed cost, blocked write-back)
+    "plain_small": dict(shape=(70, 13, 19), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
+    "plain_mid": dict(shape=(40, 100, 90), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
+    "plain_diag": dict(shape=(4, 300, 333), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
 }
 
 
@@ -86,6 +91,21 @@ def test_simd_matches_scalar(monkeypatch, level, case, dtype, threads):
         for k in range(b):
             assert torch.all(gr[k, kw["x_lengths"][k]:] == 0)
             assert torch.all(gr[k, :, kw["y_lengths"][k]:] == 0)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("shape", [(40, 21, 13), (3, 200, 150)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_simd_strided_cost(monkeypatch, level, shape, dtype):
+    # a transposed (non-contiguous) cost view: the kernels' strided paths
+    g = torch.Generator().manual_seed(3)
+    b, n, m = shape
+    cost = (torch.rand(b, m, n, generator=g, dtype=torch.float64) * 2 - 1).to(dtype).transpose(1, 2)
+    v_ref, g_ref = _run(monkeypatch, "scalar", s2dtw.soft_dtw, cost, 2, gamma=0.1)
+    v, gr = _run(monkeypatch, level, s2dtw.soft_dtw, cost, 2, gamma=0.1)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v, v_ref, **tol)
+    torch.testing.assert_close(gr, g_ref, **tol)
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -105,7 +105,7 @@ struct HugeAllocator {
   HugeAllocator(const HugeAllocator<U>&) {}
   static bool huge(size_t n) { return n * sizeof(T) >= 2 * kHugePage; }
   T* allocate(size_t n) {
-    if (!huge(n)) return static_cast<T*>(::operator new(n * sizeof(T)));
+    if (!huge(n)) return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)));  // whole cache lines
     const size_t bytes = (n * sizeof(T) + kHugePage - 1) / kHugePage * kHugePage;
     void* p = std::aligned_alloc(kHugePage, bytes);
     if (!p) throw std::bad_alloc();
@@ -116,7 +116,7 @@ struct HugeAllocator {
   }
   void deallocate(T* p, size_t n) {
     if (huge(n)) std::free(p);
-    else ::operator delete(p);
+    else ::operator delete(p, std::align_val_t(64));
   }
   template <typename U>
   bool operator==(const HugeAllocator<U>&) const { return true; }
@@ -171,15 +171,188 @@ inline NativeD gather(const float* base, NativeI idx, NativeI mask, NativeD src)
   return mask ? v : src;
 }
 
+// ---------------------------------------------------------------- lane transposes
+
+// The lockstep costs and gradients move between each pair's rows and the [cell][lane]
+// layout in register blocks: 8 lanes x 8 columns (float) or 4 x 4 (double), transposed
+// with unpack / shuffle / permute, instead of one scalar copy per cell and lane.
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+inline void transpose4(__m256d* r) {
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+// Lanes k of the mask: k < count (count clamped to [0, 8] / [0, 4]).
+inline __m256i prefix_mask32(int64_t count) {
+  const int c = int(std::max<int64_t>(0, std::min<int64_t>(count, 8)));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline __m256i prefix_mask64(int64_t count) {
+  const int64_t c = std::max<int64_t>(0, std::min<int64_t>(count, 4));
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(c), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+// Masked loads (zero elsewhere) and stores of elements [a, b) of 8 floats / 4 doubles:
+// AVX-512 mask registers where there are (the AVX2 vmaskmov stores are slow on AMD).
+#if S2DTW_NATIVE_DOUBLES == 8
+inline __mmask8 range_bits(int64_t a, int64_t b, int64_t n) {
+  auto prefix = [n](int64_t c) { return c <= 0 ? 0u : c >= n ? (1u << n) - 1 : (1u << c) - 1; };
+  return __mmask8(prefix(b) & ~prefix(a));
+}
+inline __m256 load_range(const float* p, int64_t a, int64_t b) { return _mm256_maskz_loadu_ps(range_bits(a, b, 8), p); }
+inline __m256d load_range(const double* p, int64_t a, int64_t b) { return _mm256_maskz_loadu_pd(range_bits(a, b, 4), p); }
+inline void store_range(float* p, int64_t a, int64_t b, __m256 v) { _mm256_mask_storeu_ps(p, range_bits(a, b, 8), v); }
+inline void store_range(double* p, int64_t a, int64_t b, __m256d v) { _mm256_mask_storeu_pd(p, range_bits(a, b, 4), v); }
+#else
+inline __m256i range32(int64_t a, int64_t b) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const auto clamp = [](int64_t c) { return int(std::max<int64_t>(-1, std::min<int64_t>(c, 8))); };
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(clamp(a)), iota),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(clamp(b)), iota));
+}
+inline __m256i range64(int64_t a, int64_t b) {
+  const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
+  const auto clamp = [](int64_t c) { return std::max<int64_t>(-1, std::min<int64_t>(c, 4)); };
+  return _mm256_andnot_si256(_mm256_cmpgt_epi64(_mm256_set1_epi64x(clamp(a)), iota),
+                             _mm256_cmpgt_epi64(_mm256_set1_epi64x(clamp(b)), iota));
+}
+inline __m256 load_range(const float* p, int64_t a, int64_t b) { return _mm256_maskload_ps(p, range32(a, b)); }
+inline __m256d load_range(const double* p, int64_t a, int64_t b) { return _mm256_maskload_pd(p, range64(a, b)); }
+inline void store_range(float* p, int64_t a, int64_t b, __m256 v) { _mm256_maskstore_ps(p, range32(a, b), v); }
+inline void store_range(double* p, int64_t a, int64_t b, __m256d v) { _mm256_maskstore_pd(p, range64(a, b), v); }
+#endif
+inline __m256 zero_outside(__m256 v, int64_t b) { return _mm256_and_ps(v, _mm256_castsi256_ps(prefix_mask32(b))); }
+inline __m256d zero_outside(__m256d v, int64_t b) { return _mm256_and_pd(v, _mm256_castsi256_pd(prefix_mask64(b))); }
+
+inline void store8d(double* p, __m256 x) {
+#if S2DTW_NATIVE_DOUBLES == 8
+  _mm512_storeu_pd(p, _mm512_cvtps_pd(x));
+#else
+  _mm256_storeu_pd(p, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+  _mm256_storeu_pd(p + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+#endif
+}
+inline __m256 load8d(const double* p) {
+#if S2DTW_NATIVE_DOUBLES == 8
+  return _mm512_cvtpd_ps(_mm512_loadu_pd(p));
+#else
+  return _mm256_set_m128(_mm256_cvtpd_ps(_mm256_loadu_pd(p + 4)), _mm256_cvtpd_ps(_mm256_loadu_pd(p)));
+#endif
+}
+
+// Row i of the lanes' costs into cb ([cell][lane], m columns), zero outside each
+// lane's pair. Rows are contiguous (stride_j == 1).
+inline void gather_row(float* cb, const float* const* rows, const int64_t* inside, int64_t m, int64_t i) {
+  for (int l0 = 0; l0 < kLanes; l0 += 8) {
+    const int64_t common = *std::min_element(inside + l0, inside + l0 + 8);
+    for (int64_t j0 = 0; j0 < m; j0 += 8) {
+      __m256 r[8];
+      if (j0 + 8 <= common)
+        for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(rows[l0 + k] + j0);
+      else
+        for (int k = 0; k < 8; ++k) r[k] = load_range(rows[l0 + k] + j0, 0, inside[l0 + k] - j0);
+      transpose8(r);
+      const int jn = int(std::min<int64_t>(8, m - j0));
+      float* at = cb + (i * m + j0) * kLanes + l0;
+      for (int k = 0; k < jn; ++k) _mm256_storeu_ps(at + k * kLanes, r[k]);
+    }
+  }
+}
+inline void gather_row(double* cb, const double* const* rows, const int64_t* inside, int64_t m, int64_t i) {
+  for (int l0 = 0; l0 < kLanes; l0 += 4) {
+    const int64_t common = *std::min_element(inside + l0, inside + l0 + 4);
+    for (int64_t j0 = 0; j0 < m; j0 += 4) {
+      __m256d r[4];
+      if (j0 + 4 <= common)
+        for (int k = 0; k < 4; ++k) r[k] = _mm256_loadu_pd(rows[l0 + k] + j0);
+      else
+        for (int k = 0; k < 4; ++k) r[k] = load_range(rows[l0 + k] + j0, 0, inside[l0 + k] - j0);
+      transpose4(r);
+      const int jn = int(std::min<int64_t>(4, m - j0));
+      double* at = cb + (i * m + j0) * kLanes + l0;
+      for (int k = 0; k < jn; ++k) _mm256_storeu_pd(at + k * kLanes, r[k]);
+    }
+  }
+}
+// Row i of the gradient of lanes [0, count) from dc ([cell][lane], rows < n and m
+// columns valid), block_m columns, zero outside each lane's pair.
+inline __m256 load8(const double* p) { return load8d(p); }
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+template <typename Src>
+inline void scatter_row(float* const* rows, const Src* dc, const int64_t* inside, int count, int64_t n,
+                        int64_t m, int64_t block_m, int64_t i) {
+  for (int l0 = 0; l0 < count; l0 += 8) {
+    const int lanes = std::min(8, count - l0);
+    const int64_t common = std::min(*std::min_element(inside + l0, inside + l0 + lanes), block_m);
+    for (int64_t j0 = 0; j0 < block_m; j0 += 8) {
+      __m256 r[8];
+      const int jn = i < n ? int(std::max<int64_t>(0, std::min<int64_t>(8, m - j0))) : 0;
+      const Src* at = dc + (i * m + j0) * kLanes + l0;
+      for (int k = 0; k < 8; ++k) r[k] = k < jn ? load8(at + k * kLanes) : _mm256_setzero_ps();
+      transpose8(r);
+      if (j0 + 8 <= common) {
+        for (int k = 0; k < lanes; ++k) _mm256_storeu_ps(rows[l0 + k] + j0, r[k]);
+        continue;
+      }
+      for (int k = 0; k < lanes; ++k) store_range(rows[l0 + k] + j0, 0, block_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
+    }
+  }
+}
+inline void scatter_row(double* const* rows, const double* dc, const int64_t* inside, int count, int64_t n,
+                        int64_t m, int64_t block_m, int64_t i) {
+  for (int l0 = 0; l0 < count; l0 += 4) {
+    const int lanes = std::min(4, count - l0);
+    const int64_t common = std::min(*std::min_element(inside + l0, inside + l0 + lanes), block_m);
+    for (int64_t j0 = 0; j0 < block_m; j0 += 4) {
+      __m256d r[4];
+      const int jn = i < n ? int(std::max<int64_t>(0, std::min<int64_t>(4, m - j0))) : 0;
+      const double* at = dc + (i * m + j0) * kLanes + l0;
+      for (int k = 0; k < 4; ++k) r[k] = k < jn ? _mm256_loadu_pd(at + k * kLanes) : _mm256_setzero_pd();
+      transpose4(r);
+      if (j0 + 4 <= common) {
+        for (int k = 0; k < lanes; ++k) _mm256_storeu_pd(rows[l0 + k] + j0, r[k]);
+        continue;
+      }
+      for (int k = 0; k < lanes; ++k) store_range(rows[l0 + k] + j0, 0, block_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
+    }
+  }
+}
+
 // ---------------------------------------------------------------- lockstep
 
-// Buffers laid out [cell][lane] in float64 (cost, smoothed cost, d value / d D,
-// gradient) and the tape [grid cell][2][lane] in the input dtype.
+// Buffers laid out [cell][lane]: the cost in the input dtype (widened to float64 as it
+// is loaded), the smoothed cost, d value / d D and the gradient through the smoothing
+// in float64, d value / d C without smoothing in the input dtype; the tape
+// [grid cell][2][lane] in the input dtype.
 template <typename Scalar>
 struct LockstepWorkspace {
-  Buffer<double> cost, smooth, rows, g, dc;
+  Buffer<Scalar> cost, gs;
+  Buffer<double> smooth, rows, g, dc;
   Buffer<Scalar> tape;
-  size_t bytes() const { return capacity_bytes(cost, smooth, rows, g, dc, tape); }
+  size_t bytes() const { return capacity_bytes(cost, gs, smooth, rows, g, dc, tape); }
   void reserve(const Problem& pb, bool with_grad) {
     const int64_t cells = pb.block_n * pb.block_m * kLanes;
     const int64_t P = grid_extent(pb, pb.block_n), Q = grid_extent(pb, pb.block_m);
@@ -187,7 +360,8 @@ struct LockstepWorkspace {
     if (pb.smooth) grow(smooth, cells);
     grow(rows, 2 * (Q + 1) * kLanes);
     if (with_grad) {
-      grow(g, cells);
+      if (pb.smooth) grow(g, cells);
+      else grow(gs, cells);
       if (pb.smooth) grow(dc, cells);
       grow(tape, 2 * P * Q * kLanes);
     }
@@ -196,7 +370,8 @@ struct LockstepWorkspace {
 
 // D[i, j] of every lane from the [cell][lane] cost of an (n, m) block; w (nullable)
 // receives the smoothing weights of (left, up, diagonal).
-inline Vec smooth_cell(const Problem& pb, const double* c, int64_t m, int64_t i, int64_t j, Vec* w) {
+template <typename T>
+inline Vec smooth_cell(const Problem& pb, const T* c, int64_t m, int64_t i, int64_t j, Vec* w) {
   const Vec here = Vec::load(c + (i * m + j) * kLanes);
   const Vec s = Vec::splat(pb.smoothing);
   if (i == 0 && j == 0) {
@@ -226,19 +401,30 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
   }
   // Gather the costs, zero outside each lane's own pair (those cells never reach its value).
   // Row by row (a row of every lane stays in cache), each lane's row read in order.
-  double* cb = ws.cost.data();
-  for (int64_t i = 0; i < n; ++i)
+  Scalar* cb = ws.cost.data();
+  for (int64_t i = 0; i < n; ++i) {
+    if (pb.stride_j == 1) {
+      const Scalar* rows[kLanes];
+      int64_t inside[kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        inside[l] = i < lane_n[l] ? lane_m[l] : 0;
+        rows[l] = cost + pair_offset(pb, lane_pair[l]) + (i < lane_n[l] ? i * pb.stride_i : 0);
+      }
+      gather_row(cb, rows, inside, m, i);
+      continue;
+    }
     for (int l = 0; l < kLanes; ++l) {
       const Scalar* row = cost + pair_offset(pb, lane_pair[l]) + i * pb.stride_i;
       const int64_t inside = i < lane_n[l] ? lane_m[l] : 0;
-      for (int64_t j = 0; j < m; ++j) cb[(i * m + j) * kLanes + l] = j < inside ? double(row[j * pb.stride_j]) : 0.0;
+      for (int64_t j = 0; j < m; ++j) cb[(i * m + j) * kLanes + l] = j < inside ? row[j * pb.stride_j] : Scalar(0);
     }
-  const double* db = cb;
+  }
+  const double* sb = nullptr;  // the smoothed cost, else the cost cb
   if (pb.smooth) {
     double* out = ws.smooth.data();
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < m; ++j) smooth_cell(pb, cb, m, i, j, nullptr).store(out + (i * m + j) * kLanes);
-    db = out;
+    sb = out;
   }
 
   const int64_t P = grid_extent(pb, n), Q = grid_extent(pb, m);
@@ -259,9 +445,11 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
       Vec w[2];
       const Vec soft = softmin3(Vec::load(above + q * kLanes), Vec::load(above + (q + 1) * kLanes),
                                 Vec::load(here + q * kLanes), gamma, inv_gamma, tape ? w : nullptr, w + 1, nullptr);
-      const Vec cell = is_cost_cell(pb, p, q)
-                           ? Vec::load(db + (cost_index(pb, p) * m + cost_index(pb, q)) * kLanes)
-                           : null_cost;
+      Vec cell = null_cost;
+      if (is_cost_cell(pb, p, q)) {
+        const int64_t at = (cost_index(pb, p) * m + cost_index(pb, q)) * kLanes;
+        cell = sb ? Vec::load(sb + at) : Vec::load(cb + at);
+      }
       (soft + cell).store(here + (q + 1) * kLanes);
       if (tape) {
         w[0].store(tape + (p * Q + q) * 2 * kLanes);
@@ -282,8 +470,14 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
   }
   const Vec last_p = Vec::load(lane_last_p), last_q = Vec::load(lane_last_q);
   const Vec zero = Vec::splat(0.0), one = Vec::splat(1.0);
-  double* gb = ws.g.data();
-  std::fill(gb, gb + n * m * kLanes, 0.0);
+  // d value / d D (float64, with smoothing) or d value / d C (input dtype); without
+  // weak alignment or a band every cell is written below.
+  double* gb = pb.smooth ? ws.g.data() : nullptr;
+  Scalar* gsb = pb.smooth ? nullptr : ws.gs.data();
+  if (pb.weak || pb.banded) {
+    if (gb) std::fill(gb, gb + n * m * kLanes, 0.0);
+    else std::fill(gsb, gsb + n * m * kLanes, Scalar(0));
+  }
   double* below = ws.rows.data();
   here = below + (Q + 1) * kLanes;
   for (int64_t p = P - 1; p >= 0; --p) {
@@ -308,13 +502,17 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
       e = select(row_last & equal(qv, last_q), one, e);
       e = select(row_in & less(qv, last_q + one), e, zero);
       e.store(here + q * kLanes);
-      if (is_cost_cell(pb, p, q)) e.store(gb + (cost_index(pb, p) * m + cost_index(pb, q)) * kLanes);
+      if (is_cost_cell(pb, p, q)) {
+        const int64_t at = (cost_index(pb, p) * m + cost_index(pb, q)) * kLanes;
+        if (gb) e.store(gb + at);
+        else e.store(gsb + at);
+      }
     }
     std::swap(below, here);
   }
 
   // Through the smoothing: dC[k, l] collects G[i, j] times d D[i, j] / d C[k, l].
-  const double* dc = gb;
+  const double* dc = nullptr;
   if (pb.smooth) {
     double* out = ws.dc.data();
     std::fill(out, out + n * m * kLanes, 0.0);
@@ -334,13 +532,28 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
       }
     dc = out;
   }
-  for (int64_t i = 0; i < pb.block_n; ++i)
+  auto write_back = [&](const auto* dc) {
+  for (int64_t i = 0; i < pb.block_n; ++i) {
+    if (pb.stride_j == 1) {
+      Scalar* rows[kLanes];
+      int64_t inside[kLanes];
+      for (int l = 0; l < count; ++l) {
+        inside[l] = i < lane_n[l] ? lane_m[l] : 0;
+        rows[l] = grad + pair_offset(pb, lane_pair[l]) + i * pb.stride_i;
+      }
+      scatter_row(rows, dc, inside, count, n, m, pb.block_m, i);
+      continue;
+    }
     for (int l = 0; l < count; ++l) {
       Scalar* row = grad + pair_offset(pb, lane_pair[l]) + i * pb.stride_i;
       const int64_t inside = i < lane_n[l] ? lane_m[l] : 0;
       for (int64_t j = 0; j < pb.block_m; ++j)
         row[j * pb.stride_j] = j < inside ? Scalar(dc[(i * m + j) * kLanes + l]) : Scalar(0);
     }
+  }
+  };
+  if (dc) write_back(dc);
+  else write_back(static_cast<const Scalar*>(gsb));
 }
 
 // Pairs sorted by shape, cut into groups of kLanes (banded: one shape per group).
@@ -440,12 +653,12 @@ inline int64_t band_rows(int64_t P, int threads) {
 template <typename Scalar>
 struct DiagonalWorkspace {
   Buffer<double> d, g, diags, rows;
-  Buffer<Scalar> tape_diag, tape_up, e_band;
+  Buffer<Scalar> tape_diag, tape_up, e_band, c_band;
   std::vector<int64_t> offset;
   std::unique_ptr<Progress[]> progress;
   int64_t progress_size = 0;
   SpinBarrier barrier;
-  size_t bytes() const { return capacity_bytes(d, g, diags, rows, tape_diag, tape_up, e_band, offset); }
+  size_t bytes() const { return capacity_bytes(d, g, diags, rows, tape_diag, tape_up, e_band, c_band, offset); }
   DiagonalWorkspace() = default;
   DiagonalWorkspace(DiagonalWorkspace&&) noexcept {}
   static int64_t diag_stride(int64_t P, int threads) { return P + band_rows(P, threads) + 2 * kLanes + 4; }
@@ -465,12 +678,13 @@ struct DiagonalWorkspace {
       progress_size = bands;
     }
     grow(offset, P + Q + 1);
+    if (!pb.smooth && !pb.weak && !pb.banded) grow(c_band, int64_t(threads) * e_band_size(P, Q, threads));
     if (with_grad) {
       if (pb.smooth) grow(g, pb.block_n * pb.block_m);
       const int64_t tape = P * Q + (P + Q) * (2 * kLanes + 3);
       grow(tape_diag, tape);
       grow(tape_up, tape);
-      grow(e_band, int64_t(threads) * e_band_size(P, Q, threads));
+      grow(e_band, int64_t(threads) * e_band_size(P, Q, threads) + 16 * band_rows(P, threads));  // + slack of unskew8
     }
   }
 };
@@ -549,8 +763,28 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
   };
   // The grid cells of slots [s, s + kLanes) of diagonal d (the null cost off the cost cells).
   const NativeD null_cost = NativeD{} + pb.threshold;
+  // Without smoothing, weak alignment or a band, each band first copies its rows of
+  // the cost by diagonal (as e_band): contiguous loads instead of vector gathers.
+  const bool skewed = !pb.smooth && !pb.weak && !pb.banded;
+  Scalar* c_band = skewed ? ws.c_band.data() + tid * ws.e_band_size(P, Q, threads) : nullptr;
+  int64_t c_r0 = 0;
+  auto skew = [&](int64_t r0, int64_t r1) {
+    constexpr int64_t kRows = 16;
+    const int64_t H = band_rows(P, threads);
+    for (int64_t i0 = r0; i0 < r1; i0 += kRows) {
+      const int64_t rows = std::min(kRows, r1 - i0);
+      for (int64_t c = i0; c < i0 + rows - 1 + m; ++c) {
+        const int64_t k_lo = std::max<int64_t>(0, c - i0 - (m - 1)), k_hi = std::min(rows - 1, c - i0);
+        Scalar* dst = c_band + (c - r0) * H + (i0 - r0);
+        const Scalar* from = src + i0 * pb.stride_i + (c - i0) * pb.stride_j;
+        for (int64_t k = k_lo; k <= k_hi; ++k) dst[k] = from[k * (pb.stride_i - pb.stride_j)];
+      }
+    }
+    c_r0 = r0;
+  };
   auto load_cells = [&](int64_t d, const Diagonal& dg, int64_t s) {
     Vec r;
+    if (skewed) return Vec::load(c_band + (d - c_r0) * band_rows(P, threads) + (s - 1 - c_r0));
     if (pb.smooth) {
       const CellIndex ci = cell_index(d, dg, s, m, 1);
       S2DTW_EACH r.v[g] = gather(D, ci.idx[g], ci.mask[g], null_cost);
@@ -573,6 +807,7 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
     const double* above = ws.rows.data() + k * (Q + 2);  // R[r0 - 1][q] at q + 1
     double* below = ws.rows.data() + (k + 1) * (Q + 2);  // R[r1 - 1][q] at q + 1
     for (double* bb : buf) std::fill(bb + r0, bb + r0 + H + 2, kInf);
+    if (skewed) skew(r0, r1);
     int64_t seen = -1;
     const int64_t d_end = r1 - 1 + Q - 1;
     for (int64_t d = r0; d <= d_end; ++d) {
@@ -648,8 +883,68 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
           c_hi = std::max(c_hi, i + hi[k]);
         }
       }
+      int64_t k_first = 0;
+      if constexpr (std::is_same_v<T, float> && std::is_same_v<Scalar, float>) {
+        // 8 rows at a time: 8 diagonals of 8 slots, transposed, are 8 columns of each
+        // row (row t from column c - i - t): one vector store per row instead of 8.
+        if (!pb.weak && dst_sj == 1)
+          for (; k_first + 8 <= rows; k_first += 8) {
+            const int64_t ib = i0 + k_first;
+            int64_t cs = INT64_MAX, ce = INT64_MIN;
+            for (int t = 0; t < 8; ++t)
+              if (lo[k_first + t] <= hi[k_first + t]) {
+                cs = std::min(cs, ib + t + lo[k_first + t]);
+                ce = std::max(ce, ib + t + hi[k_first + t]);
+              }
+            for (int64_t c = cs; c <= ce; c += 8) {
+              __m256 r[8];
+              const float* from = e_band + (c - r0) * H + (ib - r0);
+              for (int u = 0; u < 8; ++u) r[u] = _mm256_loadu_ps(from + u * H);
+              transpose8(r);
+              for (int t = 0; t < 8; ++t) {
+                const int64_t j = c - ib - t, l = lo[k_first + t], h = hi[k_first + t];
+                if (j + 7 < l || j > h) continue;
+                float* at = dst + (ib + t) * dst_si + j;
+                if (j >= l && j + 7 <= h) {
+                  _mm256_storeu_ps(at, r[t]);
+                } else {
+                  store_range(at, l - j, h + 1 - j, r[t]);
+                }
+              }
+            }
+          }
+      }
+      if constexpr (std::is_same_v<T, double> && std::is_same_v<Scalar, double>) {
+        // As above, 4 rows at a time (4 x 4 doubles).
+        if (!pb.weak && dst_sj == 1)
+          for (; k_first + 4 <= rows; k_first += 4) {
+            const int64_t ib = i0 + k_first;
+            int64_t cs = INT64_MAX, ce = INT64_MIN;
+            for (int t = 0; t < 4; ++t)
+              if (lo[k_first + t] <= hi[k_first + t]) {
+                cs = std::min(cs, ib + t + lo[k_first + t]);
+                ce = std::max(ce, ib + t + hi[k_first + t]);
+              }
+            for (int64_t c = cs; c <= ce; c += 4) {
+              __m256d r[4];
+              const double* from = e_band + (c - r0) * H + (ib - r0);
+              for (int u = 0; u < 4; ++u) r[u] = _mm256_loadu_pd(from + u * H);
+              transpose4(r);
+              for (int t = 0; t < 4; ++t) {
+                const int64_t j = c - ib - t, l = lo[k_first + t], h = hi[k_first + t];
+                if (j + 3 < l || j > h) continue;
+                double* at = dst + (ib + t) * dst_si + j;
+                if (j >= l && j + 3 <= h) {
+                  _mm256_storeu_pd(at, r[t]);
+                } else {
+                  store_range(at, l - j, h + 1 - j, r[t]);
+                }
+              }
+            }
+          }
+      }
       for (int64_t c = c_lo; c <= c_hi; ++c)  // cost cells (i, j) with i + j = c
-        for (int64_t k = 0; k < rows; ++k) {
+        for (int64_t k = k_first; k < rows; ++k) {
           const int64_t i = i0 + k, j = c - i;
           if (j < lo[k] || j > hi[k]) continue;
           const int64_t p = pb.weak ? 2 * i + 1 : i, q = pb.weak ? 2 * j + 1 : j;
