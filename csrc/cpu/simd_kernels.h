@@ -297,43 +297,47 @@ inline void gather_row(double* cb, const double* const* rows, const int64_t* ins
     }
   }
 }
+// A register block of 8 floats or 4 doubles, for the blocked transposes.
+template <typename T>
+struct Block;
+template <>
+struct Block<float> {
+  static constexpr int W = 8;
+  using V = __m256;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load(const double* p) { return load8d(p); }  // narrowed to float
+  static V zero() { return _mm256_setzero_ps(); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static void transpose(V* r) { transpose8(r); }
+};
+template <>
+struct Block<double> {
+  static constexpr int W = 4;
+  using V = __m256d;
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static V zero() { return _mm256_setzero_pd(); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static void transpose(V* r) { transpose4(r); }
+};
+
 // Row i of the gradient of lanes [0, count) from dc ([cell][lane], rows < n and m
 // columns valid), block_m columns, zero outside each lane's pair.
-inline __m256 load8(const double* p) { return load8d(p); }
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-template <typename Src>
-inline void scatter_row(float* const* rows, const Src* dc, const int64_t* inside, int count, int64_t n,
-                        int64_t m, int64_t block_m, int64_t i) {
-  for (int l0 = 0; l0 < count; l0 += 8) {
-    const int lanes = std::min(8, count - l0);
+template <typename T, typename Src>
+inline void scatter_row(T* const* rows, const Src* dc, const int64_t* inside, int count, int64_t n, int64_t m,
+                        int64_t block_m, int64_t i) {
+  using B = Block<T>;
+  constexpr int W = B::W;
+  for (int l0 = 0; l0 < count; l0 += W) {
+    const int lanes = std::min(W, count - l0);
     const int64_t common = std::min(*std::min_element(inside + l0, inside + l0 + lanes), block_m);
-    for (int64_t j0 = 0; j0 < block_m; j0 += 8) {
-      __m256 r[8];
-      const int jn = i < n ? int(std::max<int64_t>(0, std::min<int64_t>(8, m - j0))) : 0;
+    for (int64_t j0 = 0; j0 < block_m; j0 += W) {
+      typename B::V r[W];
+      const int jn = i < n ? int(std::max<int64_t>(0, std::min<int64_t>(W, m - j0))) : 0;
       const Src* at = dc + (i * m + j0) * kLanes + l0;
-      for (int k = 0; k < 8; ++k) r[k] = k < jn ? load8(at + k * kLanes) : _mm256_setzero_ps();
-      transpose8(r);
-      if (j0 + 8 <= common) {
-        for (int k = 0; k < lanes; ++k) _mm256_storeu_ps(rows[l0 + k] + j0, r[k]);
-        continue;
-      }
-      for (int k = 0; k < lanes; ++k) store_range(rows[l0 + k] + j0, 0, block_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
-    }
-  }
-}
-inline void scatter_row(double* const* rows, const double* dc, const int64_t* inside, int count, int64_t n,
-                        int64_t m, int64_t block_m, int64_t i) {
-  for (int l0 = 0; l0 < count; l0 += 4) {
-    const int lanes = std::min(4, count - l0);
-    const int64_t common = std::min(*std::min_element(inside + l0, inside + l0 + lanes), block_m);
-    for (int64_t j0 = 0; j0 < block_m; j0 += 4) {
-      __m256d r[4];
-      const int jn = i < n ? int(std::max<int64_t>(0, std::min<int64_t>(4, m - j0))) : 0;
-      const double* at = dc + (i * m + j0) * kLanes + l0;
-      for (int k = 0; k < 4; ++k) r[k] = k < jn ? _mm256_loadu_pd(at + k * kLanes) : _mm256_setzero_pd();
-      transpose4(r);
-      if (j0 + 4 <= common) {
-        for (int k = 0; k < lanes; ++k) _mm256_storeu_pd(rows[l0 + k] + j0, r[k]);
+      for (int k = 0; k < W; ++k) r[k] = k < jn ? B::load(at + k * kLanes) : B::zero();
+      B::transpose(r);
+      if (j0 + W <= common) {
+        for (int k = 0; k < lanes; ++k) B::store(rows[l0 + k] + j0, r[k]);
         continue;
       }
       for (int k = 0; k < lanes; ++k) store_range(rows[l0 + k] + j0, 0, block_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
@@ -884,58 +888,31 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
         }
       }
       int64_t k_first = 0;
-      if constexpr (std::is_same_v<T, float> && std::is_same_v<Scalar, float>) {
-        // 8 rows at a time: 8 diagonals of 8 slots, transposed, are 8 columns of each
-        // row (row t from column c - i - t): one vector store per row instead of 8.
+      if constexpr (std::is_same_v<T, Scalar>) {
+        // W rows at a time: W diagonals of W slots, transposed, are W columns of each
+        // row (row t from column c - i - t): one vector store per row instead of W.
+        using B = Block<T>;
+        constexpr int W = B::W;
         if (!pb.weak && dst_sj == 1)
-          for (; k_first + 8 <= rows; k_first += 8) {
+          for (; k_first + W <= rows; k_first += W) {
             const int64_t ib = i0 + k_first;
             int64_t cs = INT64_MAX, ce = INT64_MIN;
-            for (int t = 0; t < 8; ++t)
+            for (int t = 0; t < W; ++t)
               if (lo[k_first + t] <= hi[k_first + t]) {
                 cs = std::min(cs, ib + t + lo[k_first + t]);
                 ce = std::max(ce, ib + t + hi[k_first + t]);
               }
-            for (int64_t c = cs; c <= ce; c += 8) {
-              __m256 r[8];
-              const float* from = e_band + (c - r0) * H + (ib - r0);
-              for (int u = 0; u < 8; ++u) r[u] = _mm256_loadu_ps(from + u * H);
-              transpose8(r);
-              for (int t = 0; t < 8; ++t) {
+            for (int64_t c = cs; c <= ce; c += W) {
+              typename B::V r[W];
+              const T* from = e_band + (c - r0) * H + (ib - r0);
+              for (int u = 0; u < W; ++u) r[u] = B::load(from + u * H);
+              B::transpose(r);
+              for (int t = 0; t < W; ++t) {
                 const int64_t j = c - ib - t, l = lo[k_first + t], h = hi[k_first + t];
-                if (j + 7 < l || j > h) continue;
-                float* at = dst + (ib + t) * dst_si + j;
-                if (j >= l && j + 7 <= h) {
-                  _mm256_storeu_ps(at, r[t]);
-                } else {
-                  store_range(at, l - j, h + 1 - j, r[t]);
-                }
-              }
-            }
-          }
-      }
-      if constexpr (std::is_same_v<T, double> && std::is_same_v<Scalar, double>) {
-        // As above, 4 rows at a time (4 x 4 doubles).
-        if (!pb.weak && dst_sj == 1)
-          for (; k_first + 4 <= rows; k_first += 4) {
-            const int64_t ib = i0 + k_first;
-            int64_t cs = INT64_MAX, ce = INT64_MIN;
-            for (int t = 0; t < 4; ++t)
-              if (lo[k_first + t] <= hi[k_first + t]) {
-                cs = std::min(cs, ib + t + lo[k_first + t]);
-                ce = std::max(ce, ib + t + hi[k_first + t]);
-              }
-            for (int64_t c = cs; c <= ce; c += 4) {
-              __m256d r[4];
-              const double* from = e_band + (c - r0) * H + (ib - r0);
-              for (int u = 0; u < 4; ++u) r[u] = _mm256_loadu_pd(from + u * H);
-              transpose4(r);
-              for (int t = 0; t < 4; ++t) {
-                const int64_t j = c - ib - t, l = lo[k_first + t], h = hi[k_first + t];
-                if (j + 3 < l || j > h) continue;
-                double* at = dst + (ib + t) * dst_si + j;
-                if (j >= l && j + 3 <= h) {
-                  _mm256_storeu_pd(at, r[t]);
+                if (j + W - 1 < l || j > h) continue;
+                T* at = dst + (ib + t) * dst_si + j;
+                if (j >= l && j + W - 1 <= h) {
+                  B::store(at, r[t]);
                 } else {
                   store_range(at, l - j, h + 1 - j, r[t]);
                 }
