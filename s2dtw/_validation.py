@@ -21,21 +21,22 @@ def _is_number(v: object) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def check_positive(name: str, v: object) -> float:
+    if not _is_number(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    return float(v)
+
+
 def check_params(
     gamma: float, smoothing: float | None, threshold: float | None, bandwidth: float | None = None
 ) -> Params:
-    def positive(name: str, v: object) -> float:
-        if not _is_number(v) or v <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        return float(v)
-
     if bandwidth is not None and (not _is_number(bandwidth) or bandwidth < 0):
         raise ValueError(f"bandwidth must be a finite number >= 0 or None, got {bandwidth!r}")
     if threshold is not None and not _is_number(threshold):
         raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
     return Params(
-        gamma=positive("gamma", gamma),
-        smoothing=None if smoothing is None else positive("smoothing", smoothing),
+        gamma=check_positive("gamma", gamma),
+        smoothing=None if smoothing is None else check_positive("smoothing", smoothing),
         threshold=None if threshold is None else float(threshold),
         bandwidth=None if bandwidth is None else float(bandwidth),
     )

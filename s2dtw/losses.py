@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from . import functional
 from ._cost import Metric
-from ._validation import Lengths, check_params
+from ._validation import Lengths, check_params, check_positive
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -122,7 +122,7 @@ class S2DTWContrastiveLoss(torch.nn.Module):
     ):
         super().__init__()
         check_params(gamma, smoothing, threshold, bandwidth)
-        check_params(temperature, None, None)  # the same rule: finite and > 0
+        check_positive("temperature", temperature)
         self.options = dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric,
                             bandwidth=bandwidth, normalize=normalize, backend=backend)
         self.temperature, self.symmetric, self.gather = temperature, symmetric, gather

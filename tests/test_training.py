@@ -273,3 +273,8 @@ def test_poison_non_finite_makes_values_nan_without_a_host_check():
         cost = torch.ones(2, 3, 3)
         cost[1, 2, 0] = bad
         assert torch.isnan(poison_non_finite(value, cost)).all()
+
+
+def test_contrastive_loss_rejects_a_bad_temperature_by_name():
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
+        s2dtw.S2DTWContrastiveLoss(temperature=0)
