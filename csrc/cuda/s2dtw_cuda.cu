@@ -76,10 +76,16 @@
 // are bit-identical to masking the full grid (checked in emulation), and the cost
 // outside the reach of the band has no influence at all (not even a NaN).
 //
-// Validation without a GPU: the kernels' device code was run on the host under a
-// thread-per-CUDA-thread emulation (std::barrier for __syncthreads) against the CPU
-// kernel, for strips of 1, 2, 3, 5, 32 and 64 rows, both dtypes, all variants, with
-// and without bands (the banded kernels also bit for bit against the masked ones).
+// Lengths are never trusted: pair_n / pair_m are device memory, so each kernel checks
+// 1 <= pair_n[b] <= block_n and 1 <= pair_m[b] <= block_m itself (pair_lengths) and
+// gives a pair that breaks it a NaN value and an all-zero gradient block, touching no
+// memory outside the pair's block.
+//
+// Validation without a GPU: this file, unchanged, is compiled as C++ for the host by
+// tests/cuda_emulation (one OS thread per CUDA thread, a barrier for __syncthreads)
+// and every CI run checks both regimes against the CPU kernel (tests/test_cuda_emulation.py).
+// The two macros below are the only CUDA syntax that is not C++; the emulation's
+// cuda_runtime.h defines them first.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -87,11 +93,20 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
 #include "s2dtw_cuda.h"
+
+#ifndef S2DTW_LAUNCH
+#define S2DTW_LAUNCH(kernel, blocks, threads, smem_bytes, stream, ...) \
+  kernel<<<blocks, threads, smem_bytes, stream>>>(__VA_ARGS__)
+#endif
+#ifndef S2DTW_DYNAMIC_SHARED
+#define S2DTW_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 namespace s2dtw::cuda {
 namespace {
@@ -172,6 +187,16 @@ __device__ __forceinline__ double grid_acc(const Problem& pb, const CostView<dou
   return smoothed_acc<M, Scalar>(pb, cv, cost_index(pb, p), cost_index(pb, q), k, static_cast<M*>(nullptr));
 }
 
+// Pair b's lengths, read from device memory: false (and n = m = 0, so that zero_padding
+// clears the whole block) unless 1 <= n <= block_n and 1 <= m <= block_m.
+__device__ __forceinline__ bool pair_lengths(const Problem& pb, int64_t b, int64_t& n, int64_t& m) {
+  n = pb.pair_n[b];
+  m = pb.pair_m[b];
+  const bool ok = n >= 1 && n <= pb.block_n && m >= 1 && m <= pb.block_m;
+  if (!ok) n = m = 0;
+  return ok;
+}
+
 // Zero the part of a pair's block_n x block_m gradient block outside its n x m
 // cells, threads `first`, `first + step`, ... of the caller sharing the work.
 template <typename Scalar>
@@ -246,15 +271,16 @@ __global__ void __launch_bounds__(kThreadBlock)
   const int64_t NP = pb.n_pairs;
   const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (b >= NP) return;
-  const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
+  int64_t n, m;
+  const bool ok = pair_lengths(pb, b, n, m);
   const int P = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
   const int64_t offset = pair_offset(pb, b);
   const CostView<double, Scalar> cv{cost + offset, pb.stride_i, pb.stride_j};
   Scalar* g = kGrad ? grad + offset : nullptr;
   if constexpr (kGrad) zero_padding(pb, g, n, m, 0, 1);
-  if (P == 0 || Q == 0) {  // as the CPU kernel: R[0,0] = 0, an empty row/column gives +inf
-    value[b] = Scalar(P == 0 && Q == 0 ? 0.0 : infinity<double>());
-    return;  // no cost cells: the padding above covered the whole block
+  if (!ok) {  // the padding above covered the whole block
+    value[b] = Scalar(std::numeric_limits<double>::quiet_NaN());
+    return;
   }
   auto S = [&](int64_t idx) -> double& { return scratch[idx * NP + b]; };
   const double inf = infinity<double>();
@@ -362,17 +388,18 @@ __global__ void __launch_bounds__(kMaxStrip)
                  Scalar* __restrict__ grad, double* scratch, int64_t scratch_stride, Tape2<Scalar>* tape,
                  int64_t tape_stride) {
   using M = MathOf<Scalar>;
-  extern __shared__ double smem[];  // forward: 2 T doubles; backward: 2 T Pubs
+  S2DTW_DYNAMIC_SHARED(double, smem);  // forward: 2 T doubles; backward: 2 T Pubs
   const int64_t b = blockIdx.x;
   const int t = threadIdx.x, T = blockDim.x;
-  const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
+  int64_t n, m;
+  const bool ok = pair_lengths(pb, b, n, m);
   const int P = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
   const int64_t offset = pair_offset(pb, b);
   const CostView<double, Scalar> cv{cost + offset, pb.stride_i, pb.stride_j};
   Scalar* g = kGrad ? grad + offset : nullptr;
   if constexpr (kGrad) zero_padding(pb, g, n, m, t, T);
-  if (P == 0 || Q == 0) {  // uniform over the block: nobody reaches a barrier
-    if (t == 0) value[b] = Scalar(P == 0 && Q == 0 ? 0.0 : infinity<double>());
+  if (!ok) {  // uniform over the block: nobody reaches a barrier
+    if (t == 0) value[b] = Scalar(std::numeric_limits<double>::quiet_NaN());
     return;
   }
   const double inf = infinity<double>();
@@ -618,13 +645,13 @@ void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z
     if (smem > 48 * 1024)
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "cudaFuncSetAttribute(block_kernel)");
-    kernel<<<unsigned(pb.n_pairs), T, smem, stream>>>(pb, k, cost, value, grad, scratch, z.scratch_per_pair,
-                                                       tape, z.P * z.Q);
+    S2DTW_LAUNCH(kernel, unsigned(pb.n_pairs), T, smem, stream, pb, k, cost, value, grad, scratch,
+                 z.scratch_per_pair, tape, z.P * z.Q);
     check(cudaGetLastError(), "launching block_kernel");
   } else {
     const int64_t blocks = (pb.n_pairs + kThreadBlock - 1) / kThreadBlock;
-    thread_kernel<Scalar, kGrad><<<unsigned(blocks), kThreadBlock, 0, stream>>>(pb, k, cost, value, grad, scratch,
-                                                                                 tape, int(z.Q));
+    auto kernel = thread_kernel<Scalar, kGrad>;
+    S2DTW_LAUNCH(kernel, unsigned(blocks), kThreadBlock, 0, stream, pb, k, cost, value, grad, scratch, tape, int(z.Q));
     check(cudaGetLastError(), "launching thread_kernel");
   }
 }

@@ -1,0 +1,183 @@
+"""The CUDA kernels, run on the CPU under host emulation, against the C++ CPU kernel.
+
+csrc/cuda/s2dtw_cuda.cu is compiled unchanged as C++ with tests/cuda_emulation/include/cuda_runtime.h
+(one OS thread per CUDA thread, a real barrier for __syncthreads, shared memory and workspace filled
+with NaN bytes): the result is the `_cuda` module itself, plan choice and launch code included, with
+host pointers. So every CI run executes both regimes' device code, values and gradients, with the
+tolerances of tests/test_cuda.py. The emulation cannot see GPU-only faults (a missing __syncthreads
+only shows where the OS threads happen to interleave, the hardware's memory model, the real exp/log):
+tests/test_cuda.py and the compute-sanitizer stage of benchmarks/gpu_check.sh cover those on a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cuda_emulation import build
+
+from s2dtw import _dispatch
+from s2dtw._dispatch import Layout, Params
+
+pytestmark = pytest.mark.cuda_emulation
+
+if build.compiler() is None:
+    pytest.skip("no C++ compiler to build the CUDA emulation", allow_module_level=True)
+
+VARIANTS = {
+    "s2dtw": dict(smoothing=0.1, threshold=0.5),
+    "smoothing only": dict(smoothing=0.7, threshold=None),
+    "weak only": dict(smoothing=None, threshold=-0.2),
+    "soft-dtw": dict(smoothing=None, threshold=None),
+}
+TOL = {  # as tests/test_cuda.py
+    torch.float64: (dict(rtol=1e-9, atol=1e-10), dict(rtol=1e-9, atol=1e-10)),
+    torch.float32: (dict(rtol=1e-6, atol=1e-5), dict(rtol=1e-4, atol=1e-4)),
+}
+GUARD = 16  # cells of sentinel around the gradient buffer
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    return build.load()
+
+
+def set_regime(monkeypatch, regime: str, strip: int | None = None) -> None:
+    monkeypatch.setenv("S2DTW_CUDA_REGIME", regime)
+    if strip is None:
+        monkeypatch.delenv("S2DTW_CUDA_STRIP", raising=False)
+    else:
+        monkeypatch.setenv("S2DTW_CUDA_STRIP", str(strip))
+
+
+def run_emulated(module, cost: torch.Tensor, layout: Layout, params: Params, need_grad: bool):
+    """Values and gradient from the emulated CUDA module; the gradient's neighbours are checked untouched."""
+    dtype = _dispatch._DTYPE_NAMES[cost.dtype]
+    problem = dict(pair_n=layout.pair_n.data_ptr(), pair_m=layout.pair_m.data_ptr(),
+                   **_dispatch._problem_kwargs(layout, params))
+    workspace = torch.full((module.workspace_bytes(dtype, need_grad, **problem),), 0xFF, dtype=torch.uint8)
+    value = torch.full((layout.n_pairs,), 12345.0, dtype=cost.dtype)
+    padded = torch.full((cost.numel() + 2 * GUARD,), -777.0, dtype=cost.dtype)
+    grad = padded[GUARD:-GUARD].view(cost.shape).fill_(float("nan")) if need_grad else None
+    module.run(dtype=dtype, cost=cost.data_ptr(), value=value.data_ptr(), grad=0 if grad is None else grad.data_ptr(),
+               workspace=workspace.data_ptr(), workspace_size=workspace.numel(), stream=0, **problem)
+    assert (padded[:GUARD] == -777).all() and (padded[-GUARD:] == -777).all(), "wrote outside the gradient"
+    return value, grad
+
+
+def check(module, cost, layout, params, need_grad=True):
+    """The emulated kernel against the C++ one (values; gradients when `need_grad`)."""
+    value, grad = run_emulated(module, cost, layout, params, need_grad)
+    ref_value, ref_grad = _dispatch.run("cpp", cost, layout, params, need_grad)
+    value_tol, grad_tol = TOL[cost.dtype]
+    torch.testing.assert_close(value, ref_value, **value_tol)
+    assert torch.isfinite(value).all()
+    if need_grad:
+        torch.testing.assert_close(grad, ref_grad, **grad_tol)
+    return value, grad
+
+
+def batched(shape, x_lengths=None, y_lengths=None, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    batch, n, m = shape
+    cost = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    xl = torch.full((batch,), n) if x_lengths is None else torch.tensor(x_lengths)
+    yl = torch.full((batch,), m) if y_lengths is None else torch.tensor(y_lengths)
+    return cost, Layout.batched(cost, xl, yl)
+
+
+REGIMES = [("thread", None), ("block", 32), ("auto", None)]
+
+
+@pytest.mark.parametrize("need_grad", [True, False], ids=["grad", "value"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("regime,strip", REGIMES, ids=["thread", "block-32", "auto"])
+def test_variants_variable_lengths(emulated, monkeypatch, regime, strip, variant, dtype, need_grad):
+    """Variable lengths (full, 1 x 1, ragged), N != M, several strips per pair in the block regime."""
+    set_regime(monkeypatch, regime, strip)
+    cost, layout = batched((4, 37, 29), [37, 1, 20, 33], [29, 1, 7, 29], dtype=dtype)
+    check(emulated, cost, layout, Params(gamma=0.2, **VARIANTS[variant]), need_grad)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("shape", [(2, 1, 1), (2, 1, 9), (2, 8, 1), (2, 3, 70), (1, 70, 3)])
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_degenerate_shapes(emulated, monkeypatch, regime, strip, shape, variant):
+    set_regime(monkeypatch, regime, strip)
+    cost, layout = batched(shape, seed=1)
+    check(emulated, cost, layout, Params(gamma=0.3, **VARIANTS[variant]))
+
+
+@pytest.mark.parametrize(
+    "strip,variant,shape",
+    [
+        (32, "s2dtw", (1, 150, 9)),  # weak grid of 301 rows: ten strips, the last of one row
+        (64, "soft-dtw", (2, 129, 20)),  # 129 rows: 64 + 64 + 1
+        (128, "weak only", (1, 64, 6)),  # 129 rows: 128 + 1
+        (256, "smoothing only", (1, 257, 4)),
+        (512, "soft-dtw", (1, 513, 2)),
+        (1024, "soft-dtw", (1, 1025, 1)),  # a full 1024-row strip, then one row
+        (1024, "s2dtw", (1, 40, 5)),  # a strip much taller than the grid: 943 idle threads at every barrier
+    ],
+)
+def test_strip_heights(emulated, monkeypatch, strip, variant, shape):
+    set_regime(monkeypatch, "block", strip)
+    cost, layout = batched(shape, seed=strip)
+    check(emulated, cost, layout, Params(gamma=0.5, **VARIANTS[variant]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_all_pairs_layout(emulated, monkeypatch, regime, strip, dtype):
+    set_regime(monkeypatch, regime, strip)
+    bx, by, n, m = 3, 4, 19, 13
+    cost = torch.randn(bx * n, by * m, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
+    layout = Layout.all_pairs(cost, torch.tensor([19, 4, 1]), torch.tensor([13, 13, 2, 5]))
+    check(emulated, cost, layout, Params(gamma=0.3, smoothing=0.1, threshold=0.5))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("shape,bandwidth", [((3, 30, 30), 0.0), ((3, 40, 25), 1.0), ((2, 50, 45), 3.0),
+                                             ((2, 30, 20), 50.0), ((1, 300, 280), 2.0)])
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_band(emulated, monkeypatch, regime, strip, shape, bandwidth, variant):
+    """Narrow and wide bands; (1, 300, 280) is a narrow band over many strips, most steps skipped."""
+    set_regime(monkeypatch, regime, strip)
+    cost, layout = batched(shape, seed=3)
+    check(emulated, cost, layout, Params(gamma=0.2, bandwidth=bandwidth, **VARIANTS[variant]))
+
+
+BAD = [0, -1, -(2**62), 10**15]  # lengths the kernels must refuse (block extent 11 x 9)
+
+
+@pytest.mark.parametrize("need_grad", [True, False], ids=["grad", "value"])
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_untrusted_lengths(emulated, monkeypatch, regime, strip, need_grad):
+    """A pair length outside [1, block] gives that pair NaN and a zero gradient block; the others are
+    unaffected and nothing outside the buffers is written (the gradient's guard cells stay)."""
+    set_regime(monkeypatch, regime, strip)
+    x_lengths = [11, 0, 5, -1, 12, 11] + [3] * len(BAD)
+    y_lengths = [9, 4, 0, 9, 9, 10] + BAD
+    cost, layout = batched((len(x_lengths), 11, 9), x_lengths, y_lengths, seed=4)
+    params = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
+    value, grad = run_emulated(emulated, cost, layout, params, need_grad)
+    bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(x_lengths, y_lengths)])
+    assert torch.isnan(value[bad]).all()
+    good = ~bad
+    ok_layout = Layout.batched(cost, layout.pair_n.clamp(1, 11), layout.pair_m.clamp(1, 9))
+    ref_value, ref_grad = _dispatch.run("cpp", cost, ok_layout, params, need_grad)
+    torch.testing.assert_close(value[good], ref_value[good], **TOL[torch.float64][0])
+    if need_grad:
+        assert (grad[bad] == 0).all()
+        torch.testing.assert_close(grad[good], ref_grad[good], **TOL[torch.float64][1])
+
+
+def test_value_alone_equals_value_with_gradient(emulated, monkeypatch):
+    """The forward without a tape is the same computation: bit-identical values, both regimes."""
+    cost, layout = batched((3, 33, 21), [33, 9, 20], [21, 21, 3], seed=5)
+    params = Params(gamma=0.1, smoothing=0.1, threshold=0.5)
+    for regime, strip in REGIMES[:2]:
+        set_regime(monkeypatch, regime, strip)
+        alone, _ = run_emulated(emulated, cost, layout, params, need_grad=False)
+        with_grad, _ = run_emulated(emulated, cost, layout, params, need_grad=True)
+        assert torch.equal(alone, with_grad)
