@@ -11,6 +11,11 @@ tests/test_cuda.py and the compute-sanitizer stage of benchmarks/gpu_check.sh co
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from cuda_emulation import build
@@ -148,28 +153,44 @@ def test_band(emulated, monkeypatch, regime, strip, shape, bandwidth, variant):
 
 
 BAD = [0, -1, -(2**62), 10**15]  # lengths the kernels must refuse (block extent 11 x 9)
+UNTRUSTED = ([11, 0, 5, -1, 12, 11] + [3] * len(BAD), [9, 4, 0, 9, 9, 10] + BAD)
+UNTRUSTED_PARAMS = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
 
 
-@pytest.mark.parametrize("need_grad", [True, False], ids=["grad", "value"])
-@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
-def test_untrusted_lengths(emulated, monkeypatch, regime, strip, need_grad):
+def untrusted_child(out: str) -> None:
+    """Run in a subprocess by test_untrusted_lengths: a kernel that trusted the lengths would crash."""
+    module = build.load()
+    cost, layout = batched((len(UNTRUSTED[0]), 11, 9), *UNTRUSTED, seed=4)
+    results = {}
+    for regime, strip in REGIMES[:2]:
+        os.environ["S2DTW_CUDA_REGIME"] = regime
+        os.environ["S2DTW_CUDA_STRIP"] = str(strip or "")
+        for need_grad in (True, False):
+            results[regime, need_grad] = run_emulated(module, cost, layout, UNTRUSTED_PARAMS, need_grad)
+    torch.save(results, out)
+
+
+def test_untrusted_lengths(emulated, tmp_path):
     """A pair length outside [1, block] gives that pair NaN and a zero gradient block; the others are
-    unaffected and nothing outside the buffers is written (the gradient's guard cells stay)."""
-    set_regime(monkeypatch, regime, strip)
-    x_lengths = [11, 0, 5, -1, 12, 11] + [3] * len(BAD)
-    y_lengths = [9, 4, 0, 9, 9, 10] + BAD
-    cost, layout = batched((len(x_lengths), 11, 9), x_lengths, y_lengths, seed=4)
-    params = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
-    value, grad = run_emulated(emulated, cost, layout, params, need_grad)
-    bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(x_lengths, y_lengths)])
-    assert torch.isnan(value[bad]).all()
-    good = ~bad
+    unaffected and nothing outside the buffers is written (the gradient's guard cells stay). In a
+    subprocess, so that a kernel reading out of bounds fails this test instead of killing pytest."""
+    out = tmp_path / "untrusted.pt"
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
+           f"import test_cuda_emulation as t; t.untrusted_child({str(out)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"the emulated kernels crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    results = torch.load(out)
+    cost, layout = batched((len(UNTRUSTED[0]), 11, 9), *UNTRUSTED, seed=4)
+    bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(*UNTRUSTED)])
     ok_layout = Layout.batched(cost, layout.pair_n.clamp(1, 11), layout.pair_m.clamp(1, 9))
-    ref_value, ref_grad = _dispatch.run("cpp", cost, ok_layout, params, need_grad)
-    torch.testing.assert_close(value[good], ref_value[good], **TOL[torch.float64][0])
-    if need_grad:
-        assert (grad[bad] == 0).all()
-        torch.testing.assert_close(grad[good], ref_grad[good], **TOL[torch.float64][1])
+    ref_value, ref_grad = _dispatch.run("cpp", cost, ok_layout, UNTRUSTED_PARAMS, True)
+    assert len(results) == 4
+    for (regime, need_grad), (value, grad) in results.items():
+        assert torch.isnan(value[bad]).all(), regime
+        torch.testing.assert_close(value[~bad], ref_value[~bad], **TOL[torch.float64][0])
+        if need_grad:
+            assert (grad[bad] == 0).all(), regime
+            torch.testing.assert_close(grad[~bad], ref_grad[~bad], **TOL[torch.float64][1])
 
 
 def test_value_alone_equals_value_with_gradient(emulated, monkeypatch):
