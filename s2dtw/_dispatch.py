@@ -62,7 +62,8 @@ class Layout:
         """A contiguous (Bx * N, By * M) cost of every x against every y: pair (i, j) is number i * By + j."""
         bx, by = x_lengths.numel(), y_lengths.numel()
         n, m = cost.shape[0] // bx, cost.shape[1] // by
-        return Layout(x_lengths.repeat_interleave(by), y_lengths.repeat(bx), by, n, m, n * by * m, m, by * m, 1)
+        pair_n, pair_m = x_lengths.unsqueeze(1).expand(bx, by), y_lengths.unsqueeze(0).expand(bx, by)
+        return Layout(pair_n.reshape(-1), pair_m.reshape(-1), by, n, m, n * by * m, m, by * m, 1)
 
     def ints(self) -> list[int]:
         """Everything but the lengths, as a list (what the custom op takes)."""
@@ -205,6 +206,8 @@ def _run_cpp(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None,
 
 def _run_cuda(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, layout: Layout,
               params: Params) -> None:
+    if layout.pair_n.device != cost.device or layout.pair_m.device != cost.device:  # the kernel reads them there
+        raise ValueError(f"pair lengths on {layout.pair_n.device} / {layout.pair_m.device} for a cost on {cost.device}")
     module = _load("cuda")
     dtype = _DTYPE_NAMES[cost.dtype]
     problem = dict(pair_n=layout.pair_n.data_ptr(), pair_m=layout.pair_m.data_ptr(),
