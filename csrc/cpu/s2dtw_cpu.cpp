@@ -7,10 +7,7 @@
 #include <vector>
 
 #include "s2dtw_cpu_simd.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "thread_team.h"
 
 namespace s2dtw::cpu {
 namespace {
@@ -122,7 +119,7 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
 // The scalar kernel: portable, one pair per thread.
 template <typename Scalar>
 void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, pb.n_pairs)));
+  const int threads = useful_threads(num_threads, pb.n_pairs);
   // Allocated here, outside the parallel region, so that running out of memory
   // raises in the caller instead of terminating inside an OpenMP thread.
   std::vector<Workspace<Scalar>> workspaces;
@@ -131,11 +128,7 @@ void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* gr
 
 #pragma omp parallel num_threads(threads)
   {
-#ifdef _OPENMP
-    Workspace<Scalar>& ws = workspaces[omp_get_thread_num()];
-#else
-    Workspace<Scalar>& ws = workspaces[0];
-#endif
+    Workspace<Scalar>& ws = workspaces[team_rank()];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < pb.n_pairs; ++b) align_pair(pb, b, cost, value, grad, ws);
   }
