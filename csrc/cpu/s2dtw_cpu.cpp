@@ -177,7 +177,8 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   run_scalar(pb, cost, value, grad, num_threads);
 }
 
-bool check_math(SimdLevel level, const double* x, double* exp_x, double* log_x, int64_t n) {
+template <typename T>
+bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n) {
   level = std::min(level, simd_level());
 #ifdef S2DTW_HAVE_SIMD
   if (level == SimdLevel::avx512) return avx512::check_math(x, exp_x, log_x, n), true;
@@ -194,6 +195,8 @@ bool has_openmp() {
 #endif
 }
 
+template bool check_math<float>(SimdLevel, const float*, float*, float*, int64_t);
+template bool check_math<double>(SimdLevel, const double*, double*, double*, int64_t);
 template void run<float>(const Problem&, const float*, float*, float*, int, SimdLevel);
 template void run<double>(const Problem&, const double*, double*, double*, int, SimdLevel);
 

@@ -137,6 +137,11 @@ void grow(std::vector<T, A>& v, int64_t size) {
   }
 }
 
+// The recursion's transition weights: float32 lanes for float32 inputs (their softmin
+// takes its exp / log in float32, see simd_math.h), float64 lanes otherwise.
+template <typename Scalar>
+using Weights = std::conditional_t<std::is_same_v<Scalar, float>, VecF, Vec>;
+
 // ---------------------------------------------------------------- gather
 
 // Lane indices 0..kLanes-1, one native register of them per group member.
@@ -443,7 +448,7 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
     const Columns cols = band_columns(P, Q, width, p);
     Vec::splat(kInf).store(here + cols.lo * kLanes);
     for (int64_t q = cols.lo; q <= cols.hi; ++q) {
-      Vec w[2];
+      Weights<Scalar> w[2];
       const Vec soft = softmin3(Vec::load(above + q * kLanes), Vec::load(above + (q + 1) * kLanes),
                                 Vec::load(here + q * kLanes), gamma, inv_gamma, tape ? w : nullptr, w + 1, nullptr);
       Vec cell = null_cost;
@@ -825,14 +830,14 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
       const int64_t first = std::max(dg.lo, r0), last = std::min(dg.hi, r1 - 1);
       if (first <= last)
         for (int64_t s = r0 + 1 + (first - r0) / kLanes * kLanes; s - 1 <= last; s += kLanes) {
-          Vec w[2];
+          Weights<Scalar> w[2];
           const Vec soft = softmin3(Vec::load(prev2 + s - 1), Vec::load(prev1 + s - 1), Vec::load(prev1 + s), gamma,
                                     inv_gamma, tape_a ? w : nullptr, w + 1, nullptr);
           const Mask inside = inside_mask(dg, s);
           select(inside, soft + load_cells(d, dg, s), inf).store(cur + s);
           if (tape_a) {
-            select(inside, w[0], zero).store(tape_a + ws.offset[d] + s);
-            select(inside, w[1], zero).store(tape_b + ws.offset[d] + s);
+            select(inside, w[0], Weights<Scalar>{}).store(tape_a + ws.offset[d] + s);
+            select(inside, w[1], Weights<Scalar>{}).store(tape_b + ws.offset[d] + s);
           }
         }
       if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = kInf;
@@ -1037,6 +1042,15 @@ void check_math(const double* x, double* exp_x, double* log_x, int64_t n) {
     const Vec v = Vec::load(x + k);
     vexp(v).store(exp_x + k);
     vlog(v).store(log_x + k);
+  }
+}
+void check_math(const float* x, float* exp_x, float* log_x, int64_t n) {
+  for (int64_t k = 0; k + kWide <= n; k += kWide) {
+    WideF v;
+    std::memcpy(&v, x + k, sizeof(v));
+    const WideF e = exp_f32(v), l = log_f32(v);
+    std::memcpy(exp_x + k, &e, sizeof(e));
+    std::memcpy(log_x + k, &l, sizeof(l));
   }
 }
 
