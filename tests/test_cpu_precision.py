@@ -34,10 +34,14 @@ def _run(monkeypatch, level, fn, cost, threads=2, **kw):
         torch.set_num_threads(old)
 
 
-def test_float32_gradient_accuracy():
+@pytest.mark.parametrize("level", ["scalar"] + LEVELS)
+@pytest.mark.parametrize("gamma, tol", [(0.01, 1e-3), (0.001, 1e-2)])
+def test_float32_gradient_accuracy(monkeypatch, level, gamma, tol):
+    # float32 inputs: the SIMD kernels take the softmin's exp / log in float32 lanes
+    monkeypatch.setenv("S2DTW_SIMD", level)
     g = torch.Generator().manual_seed(0)
     cost = torch.rand(1, 512, 512, generator=g, dtype=torch.float64) * 20
-    kw = dict(gamma=0.01)
+    kw = dict(gamma=gamma)
     c64 = cost.clone().requires_grad_()
     v64 = s2dtw.soft_dtw(cost=c64, backend="cpp", **kw)
     v64.backward()
@@ -45,7 +49,7 @@ def test_float32_gradient_accuracy():
     v32 = s2dtw.soft_dtw(cost=c32, backend="cpp", **kw)
     v32.backward()
     assert abs(v32.item() - v64.item()) <= 1e-5 * abs(v64.item())
-    assert (c32.grad.double() - c64.grad).abs().max().item() <= 1e-3
+    assert (c32.grad.double() - c64.grad).abs().max().item() <= tol
 
 
 CASES = {
@@ -65,6 +69,10 @@ CASES = {
     "plain_small": dict(shape=(70, 13, 19), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
     "plain_mid": dict(shape=(40, 100, 90), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
     "plain_diag": dict(shape=(4, 300, 333), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
+    # large costs, small gamma: R grows to thousands while the float32 lanes see only the
+    # min-shifted differences (lockstep and diagonal)
+    "large_r_small": dict(shape=(40, 30, 28), lengths=True, fn="soft_dtw", kw=dict(gamma=0.01), scale=50),
+    "large_r_diag": dict(shape=(1, 400, 380), lengths=False, fn="soft_dtw", kw=dict(gamma=0.01), scale=50),
 }
 
 
@@ -76,7 +84,7 @@ def test_simd_matches_scalar(monkeypatch, level, case, dtype, threads):
     spec = CASES[case]
     g = torch.Generator().manual_seed(1)
     b, n, m = spec["shape"]
-    cost = (torch.rand(b, n, m, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+    cost = ((torch.rand(b, n, m, generator=g, dtype=torch.float64) * 2 - 1) * spec.get("scale", 1)).to(dtype)
     kw = dict(spec["kw"])
     if spec["lengths"]:
         kw["x_lengths"] = torch.randint(max(1, n // 2), n + 1, (b,), generator=g)
@@ -135,6 +143,26 @@ def test_vector_exp_log(level):
     es, ls = np.empty_like(s), np.empty_like(s)
     _cpu.check_math(level, s.ctypes.data, es.ctypes.data, ls.ctypes.data, s.size)
     assert np.max(np.abs(ls - np.log(s))) <= 4.5e-16
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_vector_exp_log_float32(level):
+    # the float32 lanes of float32 inputs: exp of the min-shifted arguments, log of their sum in [1, 3]
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.uniform(0, 87, 1 << 16), -rng.uniform(0, 1, 1 << 16), [0.0] * 16]).astype(np.float32)
+    ex, lx = np.empty_like(x), np.empty_like(x)
+    assert _cpu.check_math(level, x.ctypes.data, ex.ctypes.data, lx.ctypes.data, x.size, dtype="float32")
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(ex - want) / want) <= 3e-7
+    assert np.all(ex[-16:] == 1.0)  # the minimum's own term is exactly 1
+    tiny = np.array([-np.inf, -88.0, -100.0] * 16, dtype=np.float32)
+    et, lt = np.empty_like(tiny), np.empty_like(tiny)
+    _cpu.check_math(level, tiny.ctypes.data, et.ctypes.data, lt.ctypes.data, tiny.size, dtype="float32")
+    assert np.all(et == 0.0)
+    s = rng.uniform(1, 3, 1 << 16).astype(np.float32)
+    es, ls = np.empty_like(s), np.empty_like(s)
+    _cpu.check_math(level, s.ctypes.data, es.ctypes.data, ls.ctypes.data, s.size, dtype="float32")
+    assert np.max(np.abs(ls - np.log(s.astype(np.float64)))) <= 2e-7
 
 
 def test_simd_level_reported():

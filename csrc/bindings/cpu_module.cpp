@@ -24,13 +24,18 @@ void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t gr
                     reinterpret_cast<float*>(grad), num_threads);
 }
 
-// The vector exp and log at an instruction set ("avx2", "avx512") on n doubles at x.
-bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_t log_x, int64_t n) {
+// The vector exp and log at an instruction set ("avx2", "avx512") on n values at x,
+// float64 or float32 (the float32 lanes).
+bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_t log_x, int64_t n,
+                const std::string& dtype) {
   const auto lvl = level == "avx512" ? s2dtw::cpu::SimdLevel::avx512
                    : level == "avx2" ? s2dtw::cpu::SimdLevel::avx2
                                      : s2dtw::cpu::SimdLevel::scalar;
-  return s2dtw::cpu::check_math(lvl, reinterpret_cast<const double*>(x), reinterpret_cast<double*>(exp_x),
-                                reinterpret_cast<double*>(log_x), n);
+  if (is_float64(dtype))
+    return s2dtw::cpu::check_math(lvl, reinterpret_cast<const double*>(x), reinterpret_cast<double*>(exp_x),
+                                  reinterpret_cast<double*>(log_x), n);
+  return s2dtw::cpu::check_math(lvl, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(exp_x),
+                                reinterpret_cast<float*>(log_x), n);
 }
 
 }  // namespace
@@ -40,8 +45,9 @@ PYBIND11_MODULE(_cpu, m) {
   m.attr("openmp") = s2dtw::cpu::has_openmp();
   m.def("simd_level", [] { return std::string(s2dtw::cpu::simd_name(s2dtw::cpu::simd_level())); },
         "The instruction set the kernels use: 'avx512', 'avx2' or 'scalar' (lowered by $S2DTW_SIMD).");
-  m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n float64 values (tests); false if absent.",
-        py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"));
+  m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n values (tests); false if absent.",
+        py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"),
+        py::arg("dtype") = "float64");
   m.def("run", &run,
         "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
         py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("num_threads"),

@@ -7,10 +7,7 @@
 #include <vector>
 
 #include "s2dtw_cpu_simd.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "thread_team.h"
 
 namespace s2dtw::cpu {
 namespace {
@@ -122,7 +119,7 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
 // The scalar kernel: portable, one pair per thread.
 template <typename Scalar>
 void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, pb.n_pairs)));
+  const int threads = useful_threads(num_threads, pb.n_pairs);
   // Allocated here, outside the parallel region, so that running out of memory
   // raises in the caller instead of terminating inside an OpenMP thread.
   std::vector<Workspace<Scalar>> workspaces;
@@ -131,11 +128,7 @@ void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* gr
 
 #pragma omp parallel num_threads(threads)
   {
-#ifdef _OPENMP
-    Workspace<Scalar>& ws = workspaces[omp_get_thread_num()];
-#else
-    Workspace<Scalar>& ws = workspaces[0];
-#endif
+    Workspace<Scalar>& ws = workspaces[team_rank()];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < pb.n_pairs; ++b) align_pair(pb, b, cost, value, grad, ws);
   }
@@ -184,7 +177,8 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   run_scalar(pb, cost, value, grad, num_threads);
 }
 
-bool check_math(SimdLevel level, const double* x, double* exp_x, double* log_x, int64_t n) {
+template <typename T>
+bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n) {
   level = std::min(level, simd_level());
 #ifdef S2DTW_HAVE_SIMD
   if (level == SimdLevel::avx512) return avx512::check_math(x, exp_x, log_x, n), true;
@@ -201,6 +195,8 @@ bool has_openmp() {
 #endif
 }
 
+template bool check_math<float>(SimdLevel, const float*, float*, float*, int64_t);
+template bool check_math<double>(SimdLevel, const double*, double*, double*, int64_t);
 template void run<float>(const Problem&, const float*, float*, float*, int, SimdLevel);
 template void run<double>(const Problem&, const double*, double*, double*, int, SimdLevel);
 

@@ -20,9 +20,10 @@ template <typename Scalar>
 void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads,
          SimdLevel level = SimdLevel::avx512);
 
-// exp and log of the vector math at `level` on n values (n a multiple of 32);
-// false when that level is not available.
-bool check_math(SimdLevel level, const double* x, double* exp_x, double* log_x, int64_t n);
+// exp and log of the vector math at `level` on n values (n a multiple of 32; float:
+// the float32 lanes of float32 inputs); false when that level is not available.
+template <typename T>
+bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n);
 
 bool has_openmp();
 

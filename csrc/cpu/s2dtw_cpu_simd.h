@@ -14,6 +14,7 @@ namespace s2dtw::cpu {
   bool run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads);          \
   /* exp and log of the vector math on n values (for the accuracy tests). */                              \
   void check_math(const double* x, double* exp_x, double* log_x, int64_t n);                              \
+  void check_math(const float* x, float* exp_x, float* log_x, int64_t n);                                 \
   }
 
 S2DTW_DECLARE_SIMD(avx512)

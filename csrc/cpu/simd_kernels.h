@@ -33,10 +33,7 @@
 #include <new>
 
 #include "s2dtw_cpu_simd.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "thread_team.h"
 
 #if defined(__clang__)
 #if S2DTW_NATIVE_DOUBLES == 8
@@ -139,6 +136,11 @@ void grow(std::vector<T, A>& v, int64_t size) {
     v.resize(size);
   }
 }
+
+// The recursion's transition weights: float32 lanes for float32 inputs (their softmin
+// takes its exp / log in float32, see simd_math.h), float64 lanes otherwise.
+template <typename Scalar>
+using Weights = std::conditional_t<std::is_same_v<Scalar, float>, VecF, Vec>;
 
 // ---------------------------------------------------------------- gather
 
@@ -446,7 +448,7 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
     const Columns cols = band_columns(P, Q, width, p);
     Vec::splat(kInf).store(here + cols.lo * kLanes);
     for (int64_t q = cols.lo; q <= cols.hi; ++q) {
-      Vec w[2];
+      Weights<Scalar> w[2];
       const Vec soft = softmin3(Vec::load(above + q * kLanes), Vec::load(above + (q + 1) * kLanes),
                                 Vec::load(here + q * kLanes), gamma, inv_gamma, tape ? w : nullptr, w + 1, nullptr);
       Vec cell = null_cost;
@@ -582,15 +584,11 @@ void run_lockstep(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
   std::vector<int64_t> order;
   const std::vector<int64_t> starts = lockstep_groups(pb, order);
   const int64_t groups = int64_t(starts.size()) - 1;
-  threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, groups)));
+  threads = useful_threads(threads, groups);
   std::vector<LockstepWorkspace<Scalar>>& workspaces = cached_workspaces<LockstepWorkspace<Scalar>>(pb, grad, threads);
 #pragma omp parallel num_threads(threads)
   {
-#ifdef _OPENMP
-    LockstepWorkspace<Scalar>& ws = workspaces[omp_get_thread_num()];
-#else
-    LockstepWorkspace<Scalar>& ws = workspaces[0];
-#endif
+    LockstepWorkspace<Scalar>& ws = workspaces[team_rank()];
     const FlushSubnormals flush;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t k = 0; k < groups; ++k)
@@ -600,23 +598,6 @@ void run_lockstep(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
 }
 
 // ---------------------------------------------------------------- diagonal
-
-// Threads sharing one pair meet here between the phases of a pair (set-up, forward,
-// backward, gradient); within a phase the bands synchronise through their progress.
-struct SpinBarrier {
-  std::atomic<int> arrived{0}, phase{0};
-  int threads = 1;
-  void wait() {
-    if (threads == 1) return;
-    const int ph = phase.load(std::memory_order_acquire);
-    if (arrived.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
-      arrived.store(0, std::memory_order_relaxed);
-      phase.store(ph + 1, std::memory_order_release);
-    } else {
-      while (phase.load(std::memory_order_acquire) == ph) _mm_pause();
-    }
-  }
-};
 
 // Anti-diagonal d = p + q of a P x Q grid: cells p in [lo, hi] (inside the band).
 // Arrays over a diagonal are indexed by slot s = p + 1 (slot 0: row -1).
@@ -653,7 +634,10 @@ inline int64_t band_rows(int64_t P, int threads) {
 // band, the boundary row it shares with its neighbour and its progress; the tape
 // (weights of the (diagonal, up) predecessors) by diagonal slot, diagonal d's
 // segment covering slots [lo - kLanes, hi + 2 + kLanes); per thread, E of the band
-// it is on, by diagonal.
+// it is on, by diagonal. The threads sharing a pair take its pieces of work (bands
+// of rows, chunks of rows of the smoothing) from work counters, and meet at the
+// barrier between the phases (set-up, forward, backward, gradient).
+enum Phase { kSmoothCost, kForward, kBackward, kSmoothGrad, kPhases };
 template <typename Scalar>
 struct DiagonalWorkspace {
   Buffer<double> d, g, diags, rows;
@@ -662,6 +646,7 @@ struct DiagonalWorkspace {
   std::unique_ptr<Progress[]> progress;
   int64_t progress_size = 0;
   SpinBarrier barrier;
+  WorkCounter work[kPhases];
   size_t bytes() const { return capacity_bytes(d, g, diags, rows, tape_diag, tape_up, e_band, c_band, offset); }
   DiagonalWorkspace() = default;
   DiagonalWorkspace(DiagonalWorkspace&&) noexcept {}
@@ -693,24 +678,28 @@ struct DiagonalWorkspace {
   }
 };
 
-// One pair by anti-diagonals, run by `threads` threads (tid is this one) together.
+// Rows [i, i + kChunkRows) of a row pass (smoothing) are one piece of work.
+constexpr int64_t kChunkRows = 8;
+
+// One pair by anti-diagonals, run together by the `team` threads of the parallel
+// region (tid is this one); the workspace was sized for `threads` >= team threads.
 template <typename Scalar>
 void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad,
-                   DiagonalWorkspace<Scalar>& ws, int tid, int threads) {
+                   DiagonalWorkspace<Scalar>& ws, int tid, int team, int threads) {
   const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
   const int64_t P = grid_extent(pb, n), Q = grid_extent(pb, m), last_d = P + Q - 2;
   const int64_t width = band_width(pb, P, Q);
   const CostView<double, Scalar> view{cost + pair_offset(pb, b), pb.stride_i, pb.stride_j};
-  // Without smoothing the grid cells are read straight from the cost; with it, D is
-  // computed once (rows split between the threads), row-major.
-  double* D = ws.d.data();
-  if (pb.smooth)
-    for (int64_t i = tid; i < n; i += threads)
-      for (int64_t j = 0; j < m; ++j) D[i * m + j] = smoothed_cost(pb, view, i, j, (double*)nullptr);
   Scalar* out = grad ? grad + pair_offset(pb, b) : nullptr;
   const Scalar* src = cost + pair_offset(pb, b);
   const int64_t H = band_rows(P, threads), bands = (P + H - 1) / H;
+  // Chunks of kChunkRows rows of [0, rows) to whichever thread is free.
+  auto for_rows = [&](Phase phase, int64_t rows, auto body) {
+    for (int64_t i0; (i0 = ws.work[phase].take() * kChunkRows) < rows;)
+      for (int64_t i = i0; i < std::min(rows, i0 + kChunkRows); ++i) body(i);
+  };
   if (tid == 0) {
+    for (WorkCounter& w : ws.work) w.next.store(0, std::memory_order_relaxed);
     int64_t at = 0;
     for (int64_t d = 0; d <= last_d; ++d) {
       const Diagonal dg = diagonal(P, Q, width, d);
@@ -720,9 +709,19 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
     std::fill(ws.rows.begin(), ws.rows.begin() + bands * (Q + 2), kInf);
     for (int64_t k = 0; k < bands; ++k) ws.progress[k].d.store(-1, std::memory_order_relaxed);
   }
-  ws.barrier.wait();
+  ws.barrier.wait(team);
+  // Without smoothing the grid cells are read straight from the cost; with it, D is
+  // computed once, row-major.
+  double* D = ws.d.data();
+  if (pb.smooth) {
+    for_rows(kSmoothCost, n, [&](int64_t i) {
+      for (int64_t j = 0; j < m; ++j) D[i * m + j] = smoothed_cost(pb, view, i, j, (double*)nullptr);
+    });
+    ws.barrier.wait(team);
+  }
 
-  // The rows are cut into bands of H rows, band k to thread k % threads. A band
+  // The rows are cut into bands of H rows, the next band to the first free thread
+  // (a band's thread only waits for bands taken before it: no deadlock). A band
   // walks its part of every anti-diagonal; it needs the row above it (forward) or
   // below it (backward) one and two diagonals back, which its neighbour band leaves
   // in a boundary row and announces through its progress: no barrier per diagonal.
@@ -798,15 +797,15 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
     }
     return r;
   };
-  auto wait_until = [&](int64_t band, auto done, int64_t& seen) {
+  auto wait_for_band = [&](int64_t band, auto done, int64_t& seen) {
     if (done(seen)) return;
-    while (!done(seen = ws.progress[band].d.load(std::memory_order_acquire))) _mm_pause();
+    wait_until([&] { return done(seen = ws.progress[band].d.load(std::memory_order_acquire)); });
   };
 
   // Forward. Slot r0 of a band (row r0 - 1) comes from the band above; above band 0
   // is row -1: R[-1][-1] = 0, +inf elsewhere. Slots a band reads outside the
   // diagonal's cells are +inf (masked lanes, and the two set after each diagonal).
-  for (int64_t k = tid; k < bands; k += threads) {
+  for (int64_t k; (k = ws.work[kForward].take()) < bands;) {
     const int64_t r0 = k * H, r1 = std::min(P, r0 + H);
     const double* above = ws.rows.data() + k * (Q + 2);  // R[r0 - 1][q] at q + 1
     double* below = ws.rows.data() + (k + 1) * (Q + 2);  // R[r1 - 1][q] at q + 1
@@ -823,7 +822,7 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
         prev1[0] = kInf;
         prev2[0] = d == 0 ? 0.0 : kInf;
       } else {
-        wait_until(k - 1, [&](int64_t v) { return v >= d - 1; }, seen);
+        wait_for_band(k - 1, [&](int64_t v) { return v >= d - 1; }, seen);
         prev1[r0] = q < Q ? above[q + 1] : kInf;
         prev2[r0] = q - 1 < Q ? above[q] : kInf;
       }
@@ -831,14 +830,14 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
       const int64_t first = std::max(dg.lo, r0), last = std::min(dg.hi, r1 - 1);
       if (first <= last)
         for (int64_t s = r0 + 1 + (first - r0) / kLanes * kLanes; s - 1 <= last; s += kLanes) {
-          Vec w[2];
+          Weights<Scalar> w[2];
           const Vec soft = softmin3(Vec::load(prev2 + s - 1), Vec::load(prev1 + s - 1), Vec::load(prev1 + s), gamma,
                                     inv_gamma, tape_a ? w : nullptr, w + 1, nullptr);
           const Mask inside = inside_mask(dg, s);
           select(inside, soft + load_cells(d, dg, s), inf).store(cur + s);
           if (tape_a) {
-            select(inside, w[0], zero).store(tape_a + ws.offset[d] + s);
-            select(inside, w[1], zero).store(tape_b + ws.offset[d] + s);
+            select(inside, w[0], Weights<Scalar>{}).store(tape_a + ws.offset[d] + s);
+            select(inside, w[1], Weights<Scalar>{}).store(tape_b + ws.offset[d] + s);
           }
         }
       if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = kInf;
@@ -849,7 +848,7 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
     ws.progress[k].d.store(INT64_MAX, std::memory_order_release);
     if (r1 == P) value[b] = Scalar(buf[(last_d + 2) % 3][P]);
   }
-  ws.barrier.wait();
+  ws.barrier.wait(team);
   if (!grad) return;  // (the barrier above: the next pair reuses the workspace)
   if (tid == 0) {
     std::fill(ws.rows.begin(), ws.rows.begin() + bands * (Q + 2), 0.0);
@@ -860,7 +859,7 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
   double* G = ws.g.data();
   Scalar* e_band = ws.e_band.data() + tid * ws.e_band_size(P, Q, threads);
   if (!pb.smooth)
-    for (int64_t i = n + tid; i < pb.block_n; i += threads)
+    for (int64_t i = n + tid; i < pb.block_n; i += team)
       for (int64_t j = 0; j < pb.block_m; ++j) out[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
   // E of cost cell (i, j) in the band of rows [r0, r1) (0 outside the Sakoe-Chiba
   // band), rows of kRows filled diagonal by diagonal: each diagonal's run of slots
@@ -929,13 +928,13 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
         }
     }
   };
-  ws.barrier.wait();
+  ws.barrier.wait(team);
 
   // Backward: E by diagonals from the corner, bands from the bottom; slot r1 + 1 of a
   // band (row r1) comes from the band below. E = 0 outside the cells. A band keeps
   // its E by diagonal (contiguous stores; a scatter into the row-major gradient is
   // slow) and hands it to the gradient when done, while it is still in cache.
-  for (int64_t k = tid + (bands - 1 - tid) / threads * threads; tid < bands && k >= 0; k -= threads) {
+  for (int64_t k; (k = bands - 1 - ws.work[kBackward].take()) >= 0;) {
     const int64_t r0 = k * H, r1 = std::min(P, r0 + H);
     const double* erow = ws.rows.data() + k * (Q + 2);                        // E[r1][q] at q
     double* erow_up = k > 0 ? ws.rows.data() + (k - 1) * (Q + 2) : nullptr;  // E[r0][q] at q
@@ -946,7 +945,7 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
       double* next1 = buf[(d + 1) % 3];  // diagonal d + 1
       double* cur = buf[d % 3];
       if (r1 < P) {
-        wait_until(k + 1, [&](int64_t v) { return v <= d + 1; }, seen);
+        wait_for_band(k + 1, [&](int64_t v) { return v <= d + 1; }, seen);
         const int64_t q = d + 1 - r1;  // row r1: column q on diagonal d + 1, q + 1 on d + 2
         next1[r1 + 1] = q >= 0 && q < Q ? erow[q] : 0.0;
         next2[r1 + 1] = q + 1 >= 0 && q + 1 < Q ? erow[q + 1] : 0.0;
@@ -978,12 +977,12 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
     if (pb.smooth) unskew(G, m, int64_t(1), m, r0, r1);
     else unskew(out, pb.stride_i, pb.stride_j, pb.block_m, r0, r1);
   }
-  ws.barrier.wait();
+  ws.barrier.wait(team);
 
   if (pb.smooth) {
-    // Through the smoothing into the gradient, rows split between the threads: row i
-    // of dC collects G of rows i and i + 1 (see docs/semantics.md, Gradient).
-    for (int64_t i = tid; i < pb.block_n; i += threads)
+    // Through the smoothing into the gradient: row i of dC collects G of rows i and
+    // i + 1 (see docs/semantics.md, Gradient).
+    for_rows(kSmoothGrad, pb.block_n, [&](int64_t i) {
       for (int64_t j = 0; j < pb.block_m; ++j) {
         double v = 0.0;
         if (i < n && j < m) {
@@ -995,31 +994,29 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
         }
         out[i * pb.stride_i + j * pb.stride_j] = Scalar(v);
       }
+    });
   }
-  ws.barrier.wait();
+  ws.barrier.wait(team);
 }
 
 template <typename Scalar>
 void run_diagonal(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int threads) {
-  threads = std::max(1, threads);
+  // The pieces of work: pairs, or the bands of rows of a pair shared by all threads.
+  threads = useful_threads(threads, std::max<int64_t>(pb.n_pairs, grid_extent(pb, pb.block_n) / (2 * kLanes)));
   const bool shared = pb.n_pairs < threads;  // every thread on every pair
   std::vector<DiagonalWorkspace<Scalar>>& workspaces =
       cached_workspaces<DiagonalWorkspace<Scalar>>(pb, grad, shared ? 1 : threads);
   if (shared) workspaces[0].reserve(pb, grad != nullptr, threads);
-  workspaces[0].barrier.threads = shared ? threads : 1;
 #pragma omp parallel num_threads(threads)
   {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num();
-#else
-    const int tid = 0;
-#endif
+    const int tid = team_rank(), team = team_size();
     const FlushSubnormals flush;
     if (shared) {
-      for (int64_t b = 0; b < pb.n_pairs; ++b) diagonal_pair(pb, b, cost, value, grad, workspaces[0], tid, threads);
+      for (int64_t b = 0; b < pb.n_pairs; ++b)
+        diagonal_pair(pb, b, cost, value, grad, workspaces[0], tid, team, threads);
     } else {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t b = 0; b < pb.n_pairs; ++b) diagonal_pair(pb, b, cost, value, grad, workspaces[tid], 0, 1);
+      for (int64_t b = 0; b < pb.n_pairs; ++b) diagonal_pair(pb, b, cost, value, grad, workspaces[tid], 0, 1, 1);
     }
   }
   release_if_large(workspaces);
@@ -1030,6 +1027,7 @@ void run_diagonal(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
 template <typename Scalar>
 bool run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
   const int64_t P = grid_extent(pb, pb.block_n), Q = grid_extent(pb, pb.block_m);
+  num_threads = useful_threads(num_threads, pb.n_pairs * P);
   const bool small = P * Q <= 4096;
   const bool many = pb.n_pairs >= int64_t(num_threads) * kLanes / 2 && P * Q <= 65536;
   if (small || many)
@@ -1044,6 +1042,15 @@ void check_math(const double* x, double* exp_x, double* log_x, int64_t n) {
     const Vec v = Vec::load(x + k);
     vexp(v).store(exp_x + k);
     vlog(v).store(log_x + k);
+  }
+}
+void check_math(const float* x, float* exp_x, float* log_x, int64_t n) {
+  for (int64_t k = 0; k + kWide <= n; k += kWide) {
+    WideF v;
+    std::memcpy(&v, x + k, sizeof(v));
+    const WideF e = exp_f32(v), l = log_f32(v);
+    std::memcpy(exp_x + k, &e, sizeof(e));
+    std::memcpy(log_x + k, &l, sizeof(l));
   }
 }
 

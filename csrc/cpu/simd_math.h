@@ -1,5 +1,6 @@
 // Vector math for the SIMD CPU kernels: a lane-parallel float64 type, exp, log and
-// the softmin of three with its weights.
+// the softmin of three with its weights; float32 lanes (twice as many per register)
+// for the transcendentals of float32 inputs.
 //
 // Included only by s2dtw_cpu_simd.cpp, which is compiled once per instruction set
 // with S2DTW_SIMD_NS (namespace) and S2DTW_NATIVE_DOUBLES (doubles in one register:
@@ -10,7 +11,9 @@
 // Accuracy, measured against NumPy's exp / log on 131072 points
 // (tests/test_cpu_precision.py::test_vector_exp_log, through `_cpu.check_math`):
 //   vexp on [-708, 0]: max relative error <= 4.5e-16 (2 ulp);
-//   vlog on [1, 3]:    max absolute error <= 4.5e-16 (log(sum) of softmin: sum in [1, 3]).
+//   vlog on [1, 3]:    max absolute error <= 4.5e-16 (log(sum) of softmin: sum in [1, 3]);
+//   float32 (vexp_f32 / vlog_f32, same test with float32 inputs against float64 NumPy):
+//   exp on [-87, 0] relative error <= 3e-7, log on [1, 3] absolute error <= 2e-7.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +31,13 @@ constexpr int kLanes = kNative * kGroup;
 
 typedef double NativeD __attribute__((vector_size(8 * kNative)));
 typedef int64_t NativeI __attribute__((vector_size(8 * kNative)));
+typedef uint64_t NativeU __attribute__((vector_size(8 * kNative)));
 typedef float NativeF __attribute__((vector_size(4 * kNative)));
+typedef int32_t NativeI32 __attribute__((vector_size(4 * kNative)));
+// A full register of floats: the lanes of two NativeD.
+constexpr int kWide = 2 * kNative;
+typedef float WideF __attribute__((vector_size(4 * kWide)));
+typedef int32_t WideI __attribute__((vector_size(4 * kWide)));
 
 #define S2DTW_EACH _Pragma("GCC unroll 8") for (int g = 0; g < kGroup; ++g)
 
@@ -102,6 +111,42 @@ inline Vec select(const Mask& m, const Vec& a, const Vec& b) {
 inline Vec vmin(const Vec& a, const Vec& b) { return select(less(b, a), b, a); }
 inline Vec vmax(const Vec& a, const Vec& b) { return select(less(a, b), b, a); }
 
+// kLanes float lanes in kGroup / 2 full registers, lane order as Vec's.
+struct VecF {
+  WideF v[kGroup / 2];
+  void store(float* p) const { std::memcpy(p, v, sizeof(v)); }
+};
+
+// Two registers of doubles (or 64-bit masks) as one of floats (32-bit masks), and back.
+template <typename Half, typename Wide>
+inline Wide join(Half lo, Half hi) {
+#if S2DTW_NATIVE_DOUBLES == 8
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+#endif
+}
+inline WideF narrow(NativeD lo, NativeD hi) {
+  return join<NativeF, WideF>(__builtin_convertvector(lo, NativeF), __builtin_convertvector(hi, NativeF));
+}
+inline WideI narrow(NativeI lo, NativeI hi) {
+  return join<NativeI32, WideI>(__builtin_convertvector(lo, NativeI32), __builtin_convertvector(hi, NativeI32));
+}
+inline NativeD widen(WideF x, int half) {
+#if S2DTW_NATIVE_DOUBLES == 8
+  const NativeF h = half ? __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15)
+                         : __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
+#else
+  const NativeF h = half ? __builtin_shufflevector(x, x, 4, 5, 6, 7) : __builtin_shufflevector(x, x, 0, 1, 2, 3);
+#endif
+  return __builtin_convertvector(h, NativeD);
+}
+inline VecF select(const Mask& m, const VecF& a, const VecF& b) {
+  VecF r;
+  for (int h = 0; h < kGroup / 2; ++h) r.v[h] = narrow(m.v[2 * h], m.v[2 * h + 1]) ? a.v[h] : b.v[h];
+  return r;
+}
+
 // e^x as 2^k e^r, r = x - k ln 2 in [-ln2/2, ln2/2], e^r by its Taylor polynomial of
 // degree 13 (truncation < 1e-17). 2^k is built in the exponent bits from the low
 // bits of x log2(e) + 1.5 * 2^52. x < -708 (and -inf) gives 0; x <= 709 expected.
@@ -142,7 +187,8 @@ inline NativeD log_native(NativeD s) {
   m = big ? m * 0.5 : m;
   // The biased exponent (+1 where m was halved) as a double, without an int64 -> double
   // conversion (AVX2 has none): 2^52 + e' has e' in its low mantissa bits.
-  const NativeI biased = ((bits >> 52) - big) | int64_t(0x4330000000000000);
+  // (s > 0: a logical shift, which AVX2 has; an arithmetic one on int64 lanes it has not)
+  const NativeI biased = ((NativeI)((NativeU)bits >> 52) - big) | int64_t(0x4330000000000000);
   const NativeD ed = (NativeD)biased - (0x1p52 + 1023.0);
   const NativeD f = (m - 1.0) / (m + 1.0);
   const NativeD f2 = f * f;
@@ -158,6 +204,45 @@ inline NativeD log_native(NativeD s) {
   p = p * f2 + 1.0 / 3.0;
   const NativeD two_f = f + f;
   return ed * 0x1.62e42fefa39efp-1 + (ed * 0x1.abc9e3b39803fp-56 + (two_f + two_f * f2 * p));
+}
+
+// The same two in float32 lanes, for float32 inputs. e^x, x in [-87, 0]: degree 7
+// (truncation < 1e-8); below -87 (and -inf) gives 0. 2^k from int32 lanes (AVX2 has
+// every 32-bit operation this needs).
+inline WideF exp_f32(WideF x) {
+  const WideI tiny = x < -87.0f;
+  x = tiny ? WideF{} : x;
+  const WideF shifter = WideF{} + 0x1.8p23f;
+  const WideF kf = x * 1.44269504f + shifter;
+  const WideF k = kf - shifter;
+  WideF r = x - k * 0x1.62e400p-1f;  // ln2 in two parts: k * hi is exact
+  r = r - k * 0x1.7f7d1cp-20f;
+  WideF p = WideF{} + 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const WideI scale = (((WideI)kf) << 23) + (127 << 23);
+  return tiny ? WideF{} : p * (WideF)scale;
+}
+// log(s) for positive normal float s: m in [sqrt(1/2), sqrt(2)), 2 atanh(f) to f^9.
+inline WideF log_f32(WideF s) {
+  const WideI bits = (WideI)s;
+  WideF m = (WideF)((bits & 0x007fffff) | 0x3f800000);
+  const WideI big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  const WideF e = __builtin_convertvector((bits >> 23) - 127 - big, WideF);
+  const WideF f = (m - 1.0f) / (m + 1.0f);
+  const WideF f2 = f * f;
+  WideF p = WideF{} + 1.0f / 9.0f;
+  p = p * f2 + 1.0f / 7.0f;
+  p = p * f2 + 1.0f / 5.0f;
+  p = p * f2 + 1.0f / 3.0f;
+  const WideF two_f = f + f;
+  return e * 0x1.62e400p-1f + (e * 0x1.7f7d1cp-20f + (two_f + two_f * f2 * p));
 }
 
 inline Vec vexp(const Vec& x) {
@@ -210,6 +295,42 @@ __attribute__((always_inline)) inline Vec softmin3(const Vec& a, const Vec& b, c
     if (wc) *wc = weight(c);
   }
   return select(none, lo, lo - gamma * vlog(sum));
+}
+
+// The same softmin for float32 inputs: the arguments shifted by the minimum and scaled
+// in float64 (lo - x is exact enough however large R grows), exp and log of those
+// in float32 lanes, the result lo - gamma log(sum) in float64 again: the float32
+// rounding enters R only through gamma log(sum), a bounded term. Each argument gets its
+// own exp (the minimum's is exactly 1, ties share it), so no sorting is needed. wc is
+// not computed (the callers recompute the third weight from the other two).
+__attribute__((always_inline)) inline Vec softmin3(const Vec& a, const Vec& b, const Vec& c, const Vec& gamma,
+                                                   const Vec& inv_gamma, VecF* wa, VecF* wb, VecF*) {
+  Vec lo, xa, xb, xc;
+  S2DTW_EACH {
+    const NativeD ab = a.v[g] < b.v[g] ? a.v[g] : b.v[g];
+    lo.v[g] = c.v[g] < ab ? c.v[g] : ab;
+    // all three +inf: lo - x with lo = 0 gives -inf everywhere, exp 0, weights 0
+    const NativeD base = lo.v[g] == __builtin_inf() ? NativeD{} : lo.v[g];
+    xa.v[g] = (base - a.v[g]) * inv_gamma.v[g];
+    xb.v[g] = (base - b.v[g]) * inv_gamma.v[g];
+    xc.v[g] = (base - c.v[g]) * inv_gamma.v[g];
+  }
+  Vec out;
+  _Pragma("GCC unroll 4") for (int h = 0; h < kGroup / 2; ++h) {
+    const WideF ea = exp_f32(narrow(xa.v[2 * h], xa.v[2 * h + 1]));
+    const WideF eb = exp_f32(narrow(xb.v[2 * h], xb.v[2 * h + 1]));
+    const WideF ec = exp_f32(narrow(xc.v[2 * h], xc.v[2 * h + 1]));
+    WideF sum = ea + eb + ec;
+    sum = sum < 0x1p-126f ? WideF{} + 0x1p-126f : sum;  // all +inf: log of a tiny normal, lo stays +inf
+    if (wa) {
+      const WideF inv = 1.0f / sum;
+      wa->v[h] = ea * inv;
+      wb->v[h] = eb * inv;
+    }
+    const WideF lg = log_f32(sum);
+    for (int k = 0; k < 2; ++k) out.v[2 * h + k] = lo.v[2 * h + k] - gamma.v[2 * h + k] * widen(lg, k);
+  }
+  return out;
 }
 
 }  // namespace s2dtw::cpu::S2DTW_SIMD_NS
