@@ -6,7 +6,10 @@
 See docs/semantics.md for the exact definition.
 """
 
+from pathlib import Path as _Path
+
 from ._dispatch import backends
+from ._source_tree import warn_if_stale as _warn_if_stale
 from .alignment import SoftAlignment, plot_alignment, soft_alignment
 from .functional import pairwise, s2dtw, soft_dtw
 from .losses import S2DTWContrastiveLoss, S2DTWLoss, SoftDTWLoss
@@ -23,4 +26,6 @@ __all__ = [
     "soft_alignment",
     "soft_dtw",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+
+_warn_if_stale(_Path(__file__).resolve().parent)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ._validation import check_cost
 
-Metric = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 METRICS = ("neg_dot", "neg_cosine", "sqeuclidean")
 
 

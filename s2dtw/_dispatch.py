@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,13 +108,17 @@ def _problem_kwargs(layout: Layout, params: Params) -> dict[str, Any]:
     )
 
 
+_IMPORT_ERRORS: dict[str, str] = {}
+
+
 @functools.cache
 def _load(name: str) -> Any:
-    """The module behind a backend, or None when it is not available here."""
+    """The module behind a backend, or None when it is not available here (the reason in _IMPORT_ERRORS)."""
     module = {"cpp": "s2dtw._cpu", "cuda": "s2dtw._cuda", "numba": "s2dtw._numba"}[name]
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ImportError as err:
+        _IMPORT_ERRORS[name] = str(err)
         return None
 
 
@@ -124,12 +130,18 @@ def _available(name: str) -> bool:
     return _load(name) is not None
 
 
+def _numba_installed() -> bool:
+    """Whether numba is installed, without importing it (that takes seconds; only its backend needs it)."""
+    return importlib.util.find_spec("numba") is not None
+
+
 def backends() -> dict[str, Any]:
     """What this installation can run, and which backend each device uses by default.
 
     Example: ``{"cpp": True, "openmp": True, "simd": "avx512", "cuda": False, "numba": True,
     "numpy": True, "default": {"cpu": "cpp", "cuda": None}}``. ``cuda`` is True only when the CUDA module
-    was built and a CUDA device is visible.
+    was built and a CUDA device is visible; ``openmp`` False means the C++ kernels run single-threaded;
+    ``numba`` says whether the optional numba (``pip install "s2dtw[numba]"``) is installed.
     """
     cpp = _load("cpp")
     default_cpu = next(name for name in _CPU_BACKENDS if _available(name))
@@ -139,7 +151,7 @@ def backends() -> dict[str, Any]:
         "simd": cpp.simd_level() if cpp is not None else None,
         "cuda": _available("cuda"),
         "cuda_module_built": _load("cuda") is not None,
-        "numba": _available("numba"),
+        "numba": _numba_installed(),
         "numpy": True,
         "default": {"cpu": default_cpu, "cuda": "cuda" if _available("cuda") else None},
     }
@@ -171,13 +183,19 @@ def resolve_backend(device: torch.device, requested: str | None) -> str:
         raise ValueError(f"{source}'cuda' needs CUDA tensors, got tensors on {device}")
     if requested is not None:
         if not _available(requested):
-            hint = "the C++ extension was not built" if requested == "cpp" else "numba is not installed"
-            raise RuntimeError(f"{source}{requested!r} is not available: {hint}")
+            raise RuntimeError(f"{source}{requested!r} is not available: {_MISSING_HINTS[requested]} "
+                               f"({_IMPORT_ERRORS.get(requested)})")
         return requested
     name = next(name for name in _CPU_BACKENDS if _available(name))
     if name == "numpy":
         _warn_slow_fallback()
     return name
+
+
+_MISSING_HINTS = {
+    "cpp": "the C++ extension s2dtw._cpu was not built or does not load; reinstall with pip install -e .",
+    "numba": 'numba is an optional extra: pip install "s2dtw[numba]"',
+}
 
 
 @functools.cache
@@ -190,14 +208,27 @@ def _warn_slow_fallback() -> None:
     )
 
 
+@functools.cache
+def _warn_single_threaded() -> None:
+    warnings.warn(
+        "s2dtw: more than one thread requested (torch.get_num_threads()) but the C++ extension was built without "
+        "OpenMP, so its kernels run single-threaded; rebuild with a compiler that has OpenMP (see docs/building.md)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
 def _run_cpp(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, layout: Layout,
              params: Params) -> None:
-    _load("cpp").run(
+    module, threads = _load("cpp"), torch.get_num_threads()
+    if threads > 1 and not module.openmp:
+        _warn_single_threaded()
+    module.run(
         dtype=_DTYPE_NAMES[cost.dtype],
         cost=cost.data_ptr(),
         value=value.data_ptr(),
         grad=0 if grad is None else grad.data_ptr(),
-        num_threads=torch.get_num_threads(),
+        num_threads=threads,
         pair_n=layout.pair_n.data_ptr(),
         pair_m=layout.pair_m.data_ptr(),
         **_problem_kwargs(layout, params),

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 import torch
 
 from ._dispatch import Params, compiling
 
-Lengths = Union[torch.Tensor, Sequence[int], None]
+Lengths = torch.Tensor | Sequence[int] | None
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -146,7 +145,7 @@ def check_band(params: Params, x_lengths: torch.Tensor, y_lengths: torch.Tensor,
     if params.bandwidth is None or compiling():  # traced code cannot branch on the lengths' values
         return
     xs, ys = x_lengths.tolist(), y_lengths.tolist()
-    pairs = {(a, b) for a in set(xs) for b in set(ys)} if all_pairs else set(zip(xs, ys))
+    pairs = {(a, b) for a in set(xs) for b in set(ys)} if all_pairs else set(zip(xs, ys, strict=True))
     cells = 1 if params.threshold is None else 2  # grid cells per sequence element
     for n, m in sorted(pairs):
         rows, cols = (2 * n + 1, 2 * m + 1) if params.threshold is not None else (n, m)

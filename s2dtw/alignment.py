@@ -99,7 +99,7 @@ def plot_alignment(cost: torch.Tensor, result: SoftAlignment, index: int = 0, pa
     skips = result.x_skipped is not None
     fig, axes = plt.subplots(1, 3 if skips else 2, figsize=(13 if skips else 9, 4), constrained_layout=True)
     panels = [(cost[index], "cost C", "viridis"), (result.alignment[index], "expected alignment dV/dC", "magma")]
-    for ax, (matrix, title, cmap) in zip(axes, panels):
+    for ax, (matrix, title, cmap) in zip(axes, panels, strict=False):  # a third axis is the skip panel
         image = ax.imshow(matrix.detach().cpu().float().numpy(), cmap=cmap, aspect="auto")
         ax.set(title=title, xlabel="y (e.g. caption)", ylabel="x (e.g. clip)")
         fig.colorbar(image, ax=ax)

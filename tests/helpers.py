@@ -1,12 +1,45 @@
-"""Shared by the tests: run a backend on a cost and get value and gradient as NumPy."""
+"""Shared by the tests: which backends must be there, and a backend's value and gradient as NumPy."""
 
 from __future__ import annotations
 
+import importlib
+import os
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 import s2dtw
 from s2dtw import _reference
+
+
+def require_backend(name: str) -> None:
+    """Fail a test that needs the C++ extension when it cannot be imported; skip one whose optional part is missing.
+
+    A missing s2dtw._cpu is a broken build (or an unbuilt source tree shadowing the installed package), never
+    a reason to skip: S2DTW_ALLOW_NO_CPP=1 is the deliberate exception, for a check without a compiler.
+    """
+    if name == "numpy" or s2dtw.backends()[name]:
+        return
+    if name == "numba":
+        pytest.skip('numba is not installed (an optional extra: pip install "s2dtw[numba]")')
+    if name == "cuda":
+        pytest.skip("needs a CUDA device and the CUDA module")
+    if os.environ.get("S2DTW_ALLOW_NO_CPP") == "1":
+        pytest.skip("the C++ extension is missing and S2DTW_ALLOW_NO_CPP=1")
+    try:
+        importlib.import_module("s2dtw._cpu")
+        reason = "it imports but does not work"
+    except ImportError as err:
+        reason = str(err)
+    pytest.fail(
+        f"the C++ extension s2dtw._cpu cannot be imported from {Path(s2dtw.__file__).parent} ({reason}). "
+        "If that is an unbuilt source tree, it shadows the installed package: build it in place with "
+        "`pip install -e .` or run the tests from another directory. S2DTW_ALLOW_NO_CPP=1 allows a build "
+        "without it.",
+        pytrace=False,
+    )
 
 
 def backend_value_grad(cost: np.ndarray, backend: str, dtype=torch.float64, device="cpu", **kwargs):

@@ -83,7 +83,7 @@ def test_inputs_are_not_modified():
     lengths = torch.tensor([5, 2])
     saved = [t.detach().clone() for t in (x, y, lengths)]
     s2dtw.s2dtw(x, y, x_lengths=lengths).sum().backward()
-    for before, after in zip(saved, (x, y, lengths)):
+    for before, after in zip(saved, (x, y, lengths), strict=True):
         assert torch.equal(before, after.detach())
 
 
