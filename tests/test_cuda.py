@@ -311,3 +311,110 @@ def test_non_finite_inputs_give_nan_values_without_a_host_sync():
     x[1, 2, 0] = float("nan")
     value = s2dtw.s2dtw(x, y)  # no ValueError on CUDA: raising would synchronise every call
     assert torch.isnan(value).all()
+
+
+def _entries(x, y, cost, xl, yl):
+    """Every public entry on CUDA inputs, as (name, call returning a differentiable scalar)."""
+    lengths = dict(x_lengths=xl, y_lengths=yl)
+    yield "s2dtw", lambda: s2dtw.s2dtw(x, y, bandwidth=2.0, **lengths).sum()
+    yield "s2dtw cost", lambda: s2dtw.s2dtw(cost=cost, **lengths).sum()
+    yield "soft_dtw", lambda: s2dtw.soft_dtw(x, y, normalize=True, **lengths).sum()
+    yield "pairwise", lambda: s2dtw.pairwise(x, y, bandwidth=1.0, normalize=True, **lengths).sum()
+    yield "S2DTWLoss", lambda: s2dtw.S2DTWLoss()(x, y, xl, yl)
+    yield "SoftDTWLoss", lambda: s2dtw.SoftDTWLoss()(x, y, xl, yl)
+    yield "S2DTWContrastiveLoss", lambda: s2dtw.S2DTWContrastiveLoss(symmetric=True)(x, y, xl, yl)
+    yield "soft_alignment", lambda: s2dtw.soft_alignment(cost=cost, **lengths).alignment.sum()
+
+
+@pytest.mark.parametrize("lengths", ["none", "cuda", "host"])
+def test_no_host_sync(lengths):
+    """Forward and backward of every entry under sync debug mode "error": any host synchronisation
+    (a blocking copy, .item(), a pageable copy) raises. Host lengths go through pinned memory."""
+    x = torch.randn(3, 6, 4, device="cuda", requires_grad=True)
+    y = torch.randn(3, 5, 4, device="cuda", requires_grad=True)
+    cost = torch.randn(3, 6, 5, device="cuda", requires_grad=True)
+    xl, yl = {"none": (None, None), "cuda": (torch.tensor([6, 2, 4], device="cuda"),
+                                              torch.tensor([5, 5, 1], device="cuda")),
+              "host": ([6, 2, 4], torch.tensor([5, 5, 1]))}[lengths]
+    torch.cuda.synchronize()
+    for name, call in _entries(x, y, cost, xl, yl):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = call()
+            if out.requires_grad:
+                out.backward()
+        except RuntimeError as err:
+            raise AssertionError(f"{name} synchronised with the host: {err}") from err
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(cost.grad).all()
+
+
+def test_out_of_range_cuda_lengths_give_nan():
+    """CUDA lengths are not read on the host; the kernel refuses a pair outside [1, padded length]."""
+    cost = torch.randn(3, 6, 5, device="cuda", dtype=torch.float64, requires_grad=True)
+    value = s2dtw.s2dtw(cost=cost, x_lengths=torch.tensor([6, 0, 7], device="cuda"),
+                        y_lengths=torch.tensor([5, 5, 5], device="cuda"))
+    value.sum().backward()
+    assert torch.isfinite(value[0]) and torch.isnan(value[1:]).all()
+    assert (cost.grad[1:] == 0).all() and (cost.grad[0] != 0).any()
+
+
+def test_host_lengths_refused_during_graph_capture():
+    cost = torch.randn(2, 4, 4, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize()
+    with pytest.raises(ValueError, match="CUDA graph"), torch.cuda.graph(graph):
+        s2dtw.s2dtw(cost=cost, x_lengths=[4, 3])
+
+
+@pytest.mark.parametrize("loss_name", ["S2DTWLoss", "S2DTWContrastiveLoss"])
+def test_cuda_graph_training_step(loss_name):
+    """One training step (cost GEMM inside the loss, loss, backward, optimizer step) captured in a
+    CUDA graph and replayed on new inputs copied into the static tensors matches eager."""
+    torch.manual_seed(0)
+    batch, n, m, d = 8, 6, 5, 16
+
+    def make():
+        return torch.nn.Linear(d, d).cuda().double(), getattr(s2dtw, loss_name)()
+
+    model, loss_fn = make()
+    eager_model, _ = make()
+    eager_model.load_state_dict(model.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    eager_opt = torch.optim.SGD(eager_model.parameters(), lr=0.1)
+    static_x = torch.randn(batch, n, d, device="cuda", dtype=torch.float64)
+    static_y = torch.randn(batch, m, d, device="cuda", dtype=torch.float64)
+    static_xl = torch.full((batch,), n, device="cuda")
+    static_yl = torch.full((batch,), m, device="cuda")
+
+    def step(net, optimizer, x, y, xl, yl):
+        optimizer.zero_grad(set_to_none=False)
+        loss = loss_fn(net(x), net(y), xl, yl)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    side = torch.cuda.Stream()  # warm-up on a side stream, as torch.cuda.graphs asks
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step(model, opt, static_x, static_y, static_xl, static_yl)
+            step(eager_model, eager_opt, static_x, static_y, static_xl, static_yl)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step(model, opt, static_x, static_y, static_xl, static_yl)
+    for seed in range(3):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        x = torch.randn(batch, n, d, device="cuda", dtype=torch.float64, generator=gen)
+        y = torch.randn(batch, m, d, device="cuda", dtype=torch.float64, generator=gen)
+        xl = torch.randint(1, n + 1, (batch,), device="cuda", generator=gen)
+        yl = torch.randint(1, m + 1, (batch,), device="cuda", generator=gen)
+        static_x.copy_(x), static_y.copy_(y), static_xl.copy_(xl), static_yl.copy_(yl)
+        graph.replay()
+        expected = step(eager_model, eager_opt, x, y, xl, yl)
+        torch.testing.assert_close(static_loss, expected, **F64)
+        for p, q in zip(model.parameters(), eager_model.parameters()):
+            torch.testing.assert_close(p, q, **F64)
