@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
+import os
 import platform
 import statistics
 import time
@@ -14,19 +16,35 @@ import s2dtw
 PICTURE = "s2dtw_demo_alignment.png"
 
 
-def _time_fwd_bwd(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of fn().sum().backward() after one warm-up run."""
-    times = []
-    for i in range(repeats + 1):
+def _time_fwd_bwd(fn, min_repeats: int, seconds: float, device: torch.device) -> list[float]:
+    """Seconds of each fn().sum().backward(), after two warm-up runs: at least `min_repeats` of them, and more
+    until `seconds` have passed (a median of many is stable where one of five is not)."""
+    times: list[float] = []
+    spent = 0.0
+    for i in range(2 + min_repeats + 100_000):
+        if i >= 2 + min_repeats and spent >= seconds:
+            break
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         fn().sum().backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        if i:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        elapsed = time.perf_counter() - start
+        if i >= 2:
+            times.append(elapsed)
+            spent += elapsed
+    return times
+
+
+def _load_note() -> str:
+    """The 1-minute load average against the CPUs this process may use: other work makes timings noisy."""
+    if not hasattr(os, "getloadavg"):
+        return "load average unknown"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    verdict = "idle enough" if load < 0.5 * cpus else "BUSY: other processes share the cores, times are inflated"
+    return f"load average {load:.2f} on {cpus} CPU(s): {verdict}"
 
 
 def demo() -> None:
@@ -59,15 +77,19 @@ def demo() -> None:
         print(f"  no picture: {err}")
 
 
-def benchmark() -> None:
+def benchmark(min_repeats: int, seconds: float) -> None:
     """Forward+backward medians; cells are those of the grid the recursion walks."""
     cases = [
         ("S2DTW, 1024 pairs of 8x8 (17x17 grids)", dict(smoothing=0.1, threshold=0.5), 1024, 8, 8, 0.1),
         ("soft-DTW, 8 pairs of 256x256", dict(smoothing=None, threshold=None), 8, 256, 256, 1.0),
     ]
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if s2dtw.backends()["cuda"] else [])
-    print(f"\nmicro-benchmark: forward+backward, median, float32, {torch.get_num_threads()} CPU threads")
-    print(f"  {'case':42s} {'backend':8s} {'ms':>9s} {'Mcells/s':>9s}")
+    info = s2dtw.backends()
+    print(f"\nmicro-benchmark: forward+backward, float32, {torch.get_num_threads()} CPU threads, "
+          f"C++ SIMD level {info['simd']}; median of >= {min_repeats} repeats and >= {seconds:g} s")
+    print(f"  before: {_load_note()}")
+    print(f"  {'case':42s} {'backend':8s} {'median ms':>9s} {'min ms':>8s} {'max ms':>8s} {'reps':>5s} "
+          f"{'Mcells/s':>9s}")
     for title, variant, batch, n, m, gamma in cases:
         grid_cells = batch * ((2 * n + 1) * (2 * m + 1) if variant["threshold"] is not None else n * m)
         for device in devices:
@@ -75,19 +97,38 @@ def benchmark() -> None:
             for name in names:
                 cost = torch.randn(batch, n, m, device=device, requires_grad=True)
                 run = functools.partial(s2dtw.s2dtw, cost=cost, gamma=gamma, backend=name, **variant)
-                seconds = _time_fwd_bwd(run, 5, device)
-                print(f"  {title:42s} {name:8s} {seconds * 1e3:9.2f} {grid_cells / seconds / 1e6:9.1f}")
+                times = _time_fwd_bwd(run, min_repeats, seconds, device)
+                median = statistics.median(times)
+                print(f"  {title:42s} {name:8s} {median * 1e3:9.2f} {min(times) * 1e3:8.2f} {max(times) * 1e3:8.2f} "
+                      f"{len(times):5d} {grid_cells / median / 1e6:9.1f}")
+    print(f"  after:  {_load_note()}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m s2dtw", description=__doc__)
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo (and its picture)")
+    parser.add_argument("--no-benchmark", action="store_true", help="skip the micro-benchmark")
+    parser.add_argument("--repeats", type=int, default=20, help="minimum timed repeats per case (default 20)")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="keep repeating a case until this many seconds were timed (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.seconds < 0:
+        parser.error("--repeats must be >= 1 and --seconds >= 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     info = s2dtw.backends()
     cuda_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"s2dtw {s2dtw.__version__}, torch {torch.__version__}, Python {platform.python_version()}")
     print(f"machine: {platform.machine()} {platform.processor() or ''}, GPU: {cuda_name}")
     print("backends: " + ", ".join(f"{k}={v}" for k, v in info.items() if k != "default"))
     print(f"default backend per device: {info['default']}\n")
-    demo()
-    benchmark()
+    if not args.no_demo:
+        demo()
+    if not args.no_benchmark:
+        benchmark(args.repeats, args.seconds)
 
 
 if __name__ == "__main__":

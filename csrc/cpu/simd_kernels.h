@@ -218,7 +218,8 @@ inline __m256i prefix_mask64(int64_t count) {
   return _mm256_cmpgt_epi64(_mm256_set1_epi64x(c), _mm256_setr_epi64x(0, 1, 2, 3));
 }
 // Masked loads (zero elsewhere) and stores of elements [a, b) of 8 floats / 4 doubles:
-// AVX-512 mask registers where there are (the AVX2 vmaskmov stores are slow on AMD).
+// AVX-512 mask registers where there are. AVX2's vmaskmov stores are microcoded on AMD
+// (a dozen or more cycles each); its partial stores are 16-, 8- and 4-byte pieces instead.
 #if S2DTW_NATIVE_DOUBLES == 8
 inline __mmask8 range_bits(int64_t a, int64_t b, int64_t n) {
   auto prefix = [n](int64_t c) { return c <= 0 ? 0u : c >= n ? (1u << n) - 1 : (1u << c) - 1; };
@@ -243,8 +244,25 @@ inline __m256i range64(int64_t a, int64_t b) {
 }
 inline __m256 load_range(const float* p, int64_t a, int64_t b) { return _mm256_maskload_ps(p, range32(a, b)); }
 inline __m256d load_range(const double* p, int64_t a, int64_t b) { return _mm256_maskload_pd(p, range64(a, b)); }
-inline void store_range(float* p, int64_t a, int64_t b, __m256 v) { _mm256_maskstore_ps(p, range32(a, b), v); }
-inline void store_range(double* p, int64_t a, int64_t b, __m256d v) { _mm256_maskstore_pd(p, range64(a, b), v); }
+template <typename T, typename V>
+inline void store_range(T* p, int64_t a, int64_t b, V v) {
+  constexpr int64_t W = sizeof(V) / sizeof(T);
+  a = std::max<int64_t>(a, 0);
+  b = std::min(b, W);
+  if (a >= b) return;
+  if (b - a == W) {
+    std::memcpy(p, &v, sizeof(V));
+    return;
+  }
+  alignas(32) T t[W];
+  std::memcpy(t, &v, sizeof(V));
+  const char* from = reinterpret_cast<const char*>(t + a);
+  char* to = reinterpret_cast<char*>(p + a);
+  const int64_t bytes = (b - a) * int64_t(sizeof(T));  // < 32
+  if (bytes & 16) std::memcpy(to, from, 16), to += 16, from += 16;
+  if (bytes & 8) std::memcpy(to, from, 8), to += 8, from += 8;
+  if (bytes & 4) std::memcpy(to, from, 4);
+}
 #endif
 inline __m256 zero_outside(__m256 v, int64_t b) { return _mm256_and_ps(v, _mm256_castsi256_ps(prefix_mask32(b))); }
 inline __m256d zero_outside(__m256d v, int64_t b) { return _mm256_and_pd(v, _mm256_castsi256_pd(prefix_mask64(b))); }
@@ -745,21 +763,47 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
 
   // Slots [s, s + kLanes) of diagonal d: which lanes hold a cost cell inside the
   // diagonal (row p = slot - 1 in [lo, hi]), and that cell's index i * si + j * sj.
+  // Lane l has p = s - 1 + l, q = d - p: the index is a scalar plus a per-lane offset
+  // from a table (AVX2 has no 64-bit vector multiply; it would be emulated). With the
+  // weak grid, i = p >> 1 and j = q >> 1, whose lane offsets depend on the parities of
+  // s - 1 and of d - s + 1 only (p >> 1 = ((s-1) >> 1) + ((l + (s-1) & 1) >> 1),
+  // q >> 1 = ((d-s+1) >> 1) - ((l + 1 - (d-s+1) & 1) >> 1)).
   struct CellIndex {
     NativeI idx[kGroup], mask[kGroup];
   };
-  auto cell_index = [&](int64_t d, const Diagonal& dg, int64_t s, int64_t si, int64_t sj) {
+  struct LaneOffsets {
+    NativeI step[kGroup], i_half[2][kGroup], j_half[2][kGroup];
+  };
+  auto lane_offsets = [&](int64_t si, int64_t sj) {
+    LaneOffsets o;
+    int64_t step[kLanes], ih[2][kLanes], jh[2][kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      step[l] = l * (si - sj);
+      for (int par = 0; par < 2; ++par) {
+        ih[par][l] = ((l + par) >> 1) * si;
+        jh[par][l] = ((l + 1 - par) >> 1) * sj;
+      }
+    }
+    std::memcpy(o.step, step, sizeof(step));
+    std::memcpy(o.i_half, ih, sizeof(ih));
+    std::memcpy(o.j_half, jh, sizeof(jh));
+    return o;
+  };
+  const LaneOffsets cost_offsets = lane_offsets(pb.stride_i, pb.stride_j), d_offsets = lane_offsets(m, 1);
+  auto cell_index = [&](int64_t d, const Diagonal& dg, int64_t s, int64_t si, int64_t sj, const LaneOffsets& o) {
     CellIndex r;
+    const int64_t a = s - 1, c = d - s + 1;  // p and q of lane 0
+    const int64_t base = pb.weak ? (a >> 1) * si + (c >> 1) * sj : a * si + c * sj;
     S2DTW_EACH {
-      const NativeI p = iota_i[g] + (s - 1);
+      const NativeI p = iota_i[g] + a;
       const NativeI inside = (p >= (NativeI{} + dg.lo)) & (p <= (NativeI{} + dg.hi));
       if (!pb.weak) {
-        r.idx[g] = p * (si - sj) + d * sj;  // q = d - p
+        r.idx[g] = o.step[g] + base;
         r.mask[g] = inside;
       } else {
         const NativeI q = (NativeI{} + d) - p;
         r.mask[g] = inside & (((p & q) & 1) != 0);
-        r.idx[g] = (p >> 1) * si + (q >> 1) * sj;
+        r.idx[g] = o.i_half[a & 1][g] - o.j_half[c & 1][g] + base;
       }
     }
     return r;
@@ -789,10 +833,10 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
     Vec r;
     if (skewed) return Vec::load(c_band + (d - c_r0) * band_rows(P, threads) + (s - 1 - c_r0));
     if (pb.smooth) {
-      const CellIndex ci = cell_index(d, dg, s, m, 1);
+      const CellIndex ci = cell_index(d, dg, s, m, 1, d_offsets);
       S2DTW_EACH r.v[g] = gather(D, ci.idx[g], ci.mask[g], null_cost);
     } else {
-      const CellIndex ci = cell_index(d, dg, s, pb.stride_i, pb.stride_j);
+      const CellIndex ci = cell_index(d, dg, s, pb.stride_i, pb.stride_j, cost_offsets);
       S2DTW_EACH r.v[g] = gather(src, ci.idx[g], ci.mask[g], null_cost);
     }
     return r;
