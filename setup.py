@@ -2,7 +2,7 @@
 
 Switches (environment variables):
   S2DTW_CUDA=1/0        force the CUDA module on/off (default: on when nvcc is found)
-  S2DTW_CUDA_ARCHS=...  CMAKE_CUDA_ARCHITECTURES (default in csrc/CMakeLists.txt: Turing to Hopper, PTX for newer)
+  S2DTW_CUDA_ARCHS=...  CMAKE_CUDA_ARCHITECTURES (default: sm_75 to sm_90 and PTX, see csrc/CMakeLists.txt)
   S2DTW_NATIVE=1        compile the CPU kernels with -march=native (local builds only)
   S2DTW_OPENMP=0        build without OpenMP (single-threaded kernels), e.g. to test that path
   S2DTW_BUILD_JOBS=N    parallel compile jobs
@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import setuptools
@@ -120,9 +121,12 @@ def _stale_reason(cache: dict[str, str], generator: str, nvcc: str | None) -> st
 
 
 def _configuration(use_cuda: bool) -> dict[str, str]:
-    """Everything that selects a build directory: the interpreter and the switches."""
+    """Everything that selects a build directory: the interpreter and the switches.
+
+    The base interpreter, not sys.executable: `python -m build` runs each build in a new temporary venv.
+    """
     return {
-        "python": sys.executable,
+        "python": f"{sys.base_prefix} {sysconfig.get_config_var('EXT_SUFFIX')}",
         "cuda": "ON" if use_cuda else "OFF",
         "cuda_archs": os.environ.get("S2DTW_CUDA_ARCHS", "") if use_cuda else "",
         "native": "ON" if _flag("S2DTW_NATIVE") else "OFF",
