@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from cuda_emulation import build
+from helpers import VARIANTS
 
 from s2dtw import _dispatch
 from s2dtw._dispatch import Layout, Params
@@ -28,12 +29,6 @@ pytestmark = pytest.mark.cuda_emulation
 if build.compiler() is None:
     pytest.skip("no C++ compiler to build the CUDA emulation", allow_module_level=True)
 
-VARIANTS = {
-    "s2dtw": dict(smoothing=0.1, threshold=0.5),
-    "smoothing only": dict(smoothing=0.7, threshold=None),
-    "weak only": dict(smoothing=None, threshold=-0.2),
-    "soft-dtw": dict(smoothing=None, threshold=None),
-}
 TOL = {  # as tests/test_cuda.py
     torch.float64: (dict(rtol=1e-9, atol=1e-10), dict(rtol=1e-9, atol=1e-10)),
     torch.float32: (dict(rtol=1e-6, atol=1e-5), dict(rtol=1e-4, atol=1e-4)),
