@@ -99,6 +99,18 @@ def test_variants_variable_lengths(emulated, monkeypatch, regime, strip, variant
     check(emulated, cost, layout, Params(gamma=0.2, **VARIANTS[variant]), need_grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("regime,strip,pairs", [("thread", None, 300), ("block", 32, 300), ("auto", None, 40000)],
+                         ids=["thread", "block-32", "auto"])
+def test_many_tiny_pairs(emulated, monkeypatch, regime, strip, pairs, dtype):
+    """The VT-TWINS shape (8 x 8 costs, 17 x 17 weak grids). 300 pairs: three thread blocks in the
+    thread regime, the last one part-full; 40,000 pairs is where auto picks the thread regime (with
+    the emulation's 132 SMs), 313 blocks."""
+    set_regime(monkeypatch, regime, strip)
+    cost, layout = batched((pairs, 8, 8), dtype=dtype, seed=6)
+    check(emulated, cost, layout, Params(gamma=0.1, smoothing=0.1, threshold=0.5))
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("shape", [(2, 1, 1), (2, 1, 9), (2, 8, 1), (2, 3, 70), (1, 70, 3)])
 @pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
