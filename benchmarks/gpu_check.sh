@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
-export OUT PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export OUT PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="$PATH:/usr/local/cuda/bin"  # compute-sanitizer
 PY=python3
 T0=$(date +%s)
 SUMMARY=()
