@@ -2,8 +2,7 @@
 # One call on the GPU machine gives everything, in < 420 s wall clock (a second try fits in 15 min):
 #   preflight -> build (arch 90) -> compute-sanitizer x4 -> CUDA tests -> benchmark -> summary.
 # Every stage has its own timeout (with the preflight's 15 s they add up to 390 s, 408 s with the
-# kill grace) and a failing stage does not stop the
-# next. Nothing is downloaded: torch, numba, pybind11, cmake, ninja, pytest, hypothesis must be
+# kill grace) and a failing stage does not stop the next. Nothing is downloaded: torch, numba, pybind11, cmake, ninja, pytest, hypothesis must be
 # there; peers (pysdtw) only as wheels carried in .whl/ (here, once:
 #   echo /.whl/ >> .git/info/exclude && pip download --no-deps -d .whl pysdtw==0.0.5
 # then name ".whl" in the device call's `carry`). Without a GPU the GPU stages print "no GPU" and
@@ -15,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
-export OUT PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export OUT PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="$PATH:/usr/local/cuda/bin"  # compute-sanitizer
 PY=python3
 T0=$(date +%s)
 SUMMARY=()

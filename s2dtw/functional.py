@@ -41,6 +41,8 @@ def _device_lengths(name: str, lengths: Lengths, batch: int, full: int, device: 
             raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(lengths.shape)}")
         return lengths.to(torch.int64)
     host = check_lengths(name, lengths, batch, full)
+    if compiling():  # traced: the copy is the graph's to schedule (no pinning, no capture query in a trace)
+        return host.to(device)
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
         raise ValueError(f"{name} is on the host while a CUDA graph is being captured: pass it as a CUDA tensor "
                          "(or None), so that the graph reads it from the device on every replay")

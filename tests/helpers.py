@@ -56,3 +56,25 @@ def reference_value_grad(cost: np.ndarray, x_lengths=None, y_lengths=None, *, ga
     pair_n = np.full(batch, n) if x_lengths is None else np.asarray(x_lengths)
     pair_m = np.full(batch, m) if y_lengths is None else np.asarray(y_lengths)
     return _reference.align(cost, pair_n, pair_m, gamma, smoothing, threshold, bandwidth)
+
+
+# The four variants of the alignment, as keyword arguments of s2dtw.s2dtw.
+VARIANTS = {
+    "s2dtw": dict(smoothing=0.1, threshold=0.5),
+    "smoothing only": dict(smoothing=0.7, threshold=None),
+    "weak only": dict(smoothing=None, threshold=-0.2),
+    "soft-dtw": dict(smoothing=None, threshold=None),
+}
+
+
+def public_entries(x, y, cost, x_lengths, y_lengths):
+    """Every public entry as (name, call returning a scalar), on x (B, N, d), y (B, M, d), cost (B, N, M)."""
+    lengths = dict(x_lengths=x_lengths, y_lengths=y_lengths)
+    yield "s2dtw", lambda: s2dtw.s2dtw(x, y, bandwidth=2.0, **lengths).sum()
+    yield "s2dtw cost", lambda: s2dtw.s2dtw(cost=cost, **lengths).sum()
+    yield "soft_dtw", lambda: s2dtw.soft_dtw(x, y, normalize=True, **lengths).sum()
+    yield "pairwise", lambda: s2dtw.pairwise(x, y, bandwidth=1.0, normalize=True, **lengths).sum()
+    yield "S2DTWLoss", lambda: s2dtw.S2DTWLoss()(x, y, x_lengths, y_lengths)
+    yield "SoftDTWLoss", lambda: s2dtw.SoftDTWLoss(bandwidth=1.0)(x, y, x_lengths, y_lengths)
+    yield "S2DTWContrastiveLoss", lambda: s2dtw.S2DTWContrastiveLoss(symmetric=True)(x, y, x_lengths, y_lengths)
+    yield "soft_alignment", lambda: s2dtw.soft_alignment(cost=cost, **lengths).alignment.sum()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import VARIANTS, public_entries
 
 import s2dtw
 
@@ -31,12 +32,6 @@ pytestmark = pytest.mark.cuda
 if not torch.cuda.is_available() or not s2dtw.backends()["cuda"]:
     pytest.skip("needs a CUDA device and the s2dtw CUDA module", allow_module_level=True)
 
-VARIANTS = {
-    "s2dtw": dict(smoothing=0.1, threshold=0.5),
-    "smoothing only": dict(smoothing=0.7, threshold=None),
-    "weak only": dict(smoothing=None, threshold=-0.2),
-    "soft-dtw": dict(smoothing=None, threshold=None),
-}
 F64 = dict(rtol=1e-9, atol=1e-10)
 F32_VALUE = dict(rtol=1e-6, atol=1e-5)
 F32_GRAD = dict(rtol=1e-4, atol=1e-4)
@@ -313,19 +308,6 @@ def test_non_finite_inputs_give_nan_values_without_a_host_sync():
     assert torch.isnan(value).all()
 
 
-def _entries(x, y, cost, xl, yl):
-    """Every public entry on CUDA inputs, as (name, call returning a differentiable scalar)."""
-    lengths = dict(x_lengths=xl, y_lengths=yl)
-    yield "s2dtw", lambda: s2dtw.s2dtw(x, y, bandwidth=2.0, **lengths).sum()
-    yield "s2dtw cost", lambda: s2dtw.s2dtw(cost=cost, **lengths).sum()
-    yield "soft_dtw", lambda: s2dtw.soft_dtw(x, y, normalize=True, **lengths).sum()
-    yield "pairwise", lambda: s2dtw.pairwise(x, y, bandwidth=1.0, normalize=True, **lengths).sum()
-    yield "S2DTWLoss", lambda: s2dtw.S2DTWLoss()(x, y, xl, yl)
-    yield "SoftDTWLoss", lambda: s2dtw.SoftDTWLoss()(x, y, xl, yl)
-    yield "S2DTWContrastiveLoss", lambda: s2dtw.S2DTWContrastiveLoss(symmetric=True)(x, y, xl, yl)
-    yield "soft_alignment", lambda: s2dtw.soft_alignment(cost=cost, **lengths).alignment.sum()
-
-
 @pytest.mark.parametrize("lengths", ["none", "cuda", "host"])
 def test_no_host_sync(lengths):
     """Forward and backward of every entry under sync debug mode "error": any host synchronisation
@@ -337,7 +319,7 @@ def test_no_host_sync(lengths):
                                               torch.tensor([5, 5, 1], device="cuda")),
               "host": ([6, 2, 4], torch.tensor([5, 5, 1]))}[lengths]
     torch.cuda.synchronize()
-    for name, call in _entries(x, y, cost, xl, yl):
+    for name, call in public_entries(x, y, cost, xl, yl):
         torch.cuda.set_sync_debug_mode("error")
         try:
             out = call()

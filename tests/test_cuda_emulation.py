@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from cuda_emulation import build
+from helpers import VARIANTS
 
 from s2dtw import _dispatch
 from s2dtw._dispatch import Layout, Params
@@ -28,12 +29,6 @@ pytestmark = pytest.mark.cuda_emulation
 if build.compiler() is None:
     pytest.skip("no C++ compiler to build the CUDA emulation", allow_module_level=True)
 
-VARIANTS = {
-    "s2dtw": dict(smoothing=0.1, threshold=0.5),
-    "smoothing only": dict(smoothing=0.7, threshold=None),
-    "weak only": dict(smoothing=None, threshold=-0.2),
-    "soft-dtw": dict(smoothing=None, threshold=None),
-}
 TOL = {  # as tests/test_cuda.py
     torch.float64: (dict(rtol=1e-9, atol=1e-10), dict(rtol=1e-9, atol=1e-10)),
     torch.float32: (dict(rtol=1e-6, atol=1e-5), dict(rtol=1e-4, atol=1e-4)),
@@ -102,6 +97,18 @@ def test_variants_variable_lengths(emulated, monkeypatch, regime, strip, variant
     set_regime(monkeypatch, regime, strip)
     cost, layout = batched((4, 37, 29), [37, 1, 20, 33], [29, 1, 7, 29], dtype=dtype)
     check(emulated, cost, layout, Params(gamma=0.2, **VARIANTS[variant]), need_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("regime,strip,pairs", [("thread", None, 300), ("block", 32, 300), ("auto", None, 40000)],
+                         ids=["thread", "block-32", "auto"])
+def test_many_tiny_pairs(emulated, monkeypatch, regime, strip, pairs, dtype):
+    """The VT-TWINS shape (8 x 8 costs, 17 x 17 weak grids). 300 pairs: three thread blocks in the
+    thread regime, the last one part-full; 40,000 pairs is where auto picks the thread regime (with
+    the emulation's 132 SMs), 313 blocks."""
+    set_regime(monkeypatch, regime, strip)
+    cost, layout = batched((pairs, 8, 8), dtype=dtype, seed=6)
+    check(emulated, cost, layout, Params(gamma=0.1, smoothing=0.1, threshold=0.5))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
