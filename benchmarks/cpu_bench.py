@@ -5,6 +5,8 @@
     python benchmarks/cpu_bench.py            # full run, prints a markdown report
     python benchmarks/cpu_bench.py --write    # ... and writes benchmarks/results/cpu_<date>.md (+ .json)
     python benchmarks/cpu_bench.py --quick --shapes a,s2
+    python benchmarks/cpu_bench.py --contention --write   # + worst of 25 calls beside a busy process
+    S2DTW_SIMD=avx2 python benchmarks/cpu_bench.py   # the AVX2 kernels on an AVX-512 machine
 
 Every library gets the same random cost tensors (B, N, M) (float32 and float64). Before its time counts,
 each library's values and gradients (d value / d cost) are compared with s2dtw's float64 NumPy reference on a
@@ -51,6 +53,9 @@ import torch.nn.functional as F  # noqa: E402
 
 import s2dtw  # noqa: E402
 from s2dtw import _reference  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contention  # noqa: E402
 
 torch.set_num_threads(THREADS)
 
@@ -324,6 +329,7 @@ class Row:
     reps: int = 0
     fwd_times_ms: list[float] = field(default_factory=list)
     fwdbwd_times_ms: list[float] = field(default_factory=list)
+    busy_times_ms: list[float] = field(default_factory=list)  # fwd+bwd beside a busy process (--contention)
 
 
 @dataclass
@@ -512,6 +518,11 @@ def s2dtw_build() -> str:
     return "; ".join(parts)
 
 
+def simd_level() -> str:
+    """The instruction set s2dtw's C++ kernels run at in this process (after $S2DTW_SIMD)."""
+    return str(s2dtw.backends()["simd"])
+
+
 def load_average() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -578,6 +589,7 @@ def render(rows: list[Row], shapes: list[Shape], info: dict, vers: dict, exp_rat
         f"fma: {'yes' if info['fma'] else 'no'}",
         f"- {info['platform']}, Python {info['python']}",
         f"- threads: {THREADS} (torch.set_num_threads, OMP_NUM_THREADS, NUMBA_NUM_THREADS)",
+        f"- s2dtw SIMD level: {simd_level()} (S2DTW_SIMD={os.environ.get('S2DTW_SIMD', 'unset')})",
         f"- load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]} — other processes on this machine "
         "compete for the same cores, so absolute times are noisy; the ratios come from the same run",
         "",
@@ -690,6 +702,9 @@ def render(rows: list[Row], shapes: list[Shape], info: dict, vers: dict, exp_rat
             rate = mine.mcells_per_s * 1e6
             lines.append(f"| {shape.label} | {dtype} | {_fmt(mine.mcells_per_s)} | {bound64 / 1e6:.0f} | "
                          f"{rate / bound64:.0%} | {bound32 / 1e6:.0f} | {rate / bound32:.0%} |")
+    if opts.contention:
+        lines += contention.render(rows, {s.key: s.label for s in shapes}, contention.BusyProcess().cpu,
+                                   opts.worst_of)
     problems = [r for r in rows if r.status != "ok"]
     lines += ["", "## Libraries that did not pass or did not run", ""]
     if problems:
@@ -735,6 +750,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write", action="store_true", help="write benchmarks/results/cpu_<date>.md and .json")
     parser.add_argument("--out", default=None, help="results file (default benchmarks/results/cpu_<date>.md)")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failing libraries")
+    parser.add_argument("--contention", action="store_true",
+                        help="also time every library beside one busy process pinned to a CPU (worst-of-N)")
+    parser.add_argument("--worst-of", type=int, default=25, help="calls per library in contention mode")
     opts = parser.parse_args()
     unknown = [s for s in opts.shapes.split(",") if s not in SHAPES]
     if unknown:
@@ -790,6 +808,12 @@ def main() -> None:
                     log(f"  {dname:7s} {lib.name:36s} {row.status}: {row.note}")
             start = time.perf_counter()
             time_interleaved(prepared, shape, base, per_cell_s, opts)
+            if opts.contention:
+                timed = [p for p in prepared if p.row.status != "error"]
+                with contention.BusyProcess():
+                    busy = contention.time_contended([p.fwdbwd for p in timed], opts.worst_of)
+                for p, times in zip(timed, busy):
+                    p.row.busy_times_ms = times
             for p in prepared:
                 r = p.row
                 log(f"  {dname:7s} {r.library:36s} {r.status:13s} fwd {_fmt(r.fwd_ms):>7s} ms  "
@@ -804,8 +828,9 @@ def main() -> None:
                     (load_start, load_average()), ref_sources, subsets)
     print(report)
     if opts.write:
+        suffix = "_contention" if opts.contention else ""
         out = Path(opts.out) if opts.out else (
-            Path(__file__).resolve().parent / "results" / f"cpu_{started.split()[0]}.md")
+            Path(__file__).resolve().parent / "results" / f"cpu_{started.split()[0]}_{simd_level()}{suffix}.md")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report)
         raw = {"started": started, "machine": machine_info(), "versions": vers, "exp_throughput": exp_rates,
