@@ -20,13 +20,17 @@ by its own training similarity (-S2DTW, -soft-DTW, pooled dot product); R@1, R@5
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
+import math
+import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,7 @@ from s2dtw import S2DTWContrastiveLoss
 
 DTW_OPTIONS = {"S2DTW": {}, "soft-DTW": {"smoothing": None, "threshold": None}}
 FEATURES = 32  # raw clip and sentence feature size
+NULL_CELL_USE = ("skip irrelevant", "skip step", "cost irrelevant", "cost step")
 METHODS = ("S2DTW", "soft-DTW", "mean-pool InfoNCE")
 Similarity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -58,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when s2dtw can use it)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                         help="where results.md and the pictures go")
+    parser.add_argument("--note", default="", help="a sentence for results.md (e.g. what else ran on the machine)")
     args = parser.parse_args(argv)
     if not 2 <= args.batch <= args.train_pairs:
         parser.error(f"--batch must be in [2, --train-pairs], got {args.batch}")
@@ -151,16 +157,30 @@ def batch_of(pairs: Pairs, index: torch.Tensor) -> Pairs:
     return Pairs(*(field[index] for field in pairs))
 
 
-def train(method: str, data: Pairs, lr: float, args: argparse.Namespace, device: torch.device,
-          desc: str) -> tuple[Model, list[float]]:
-    """One model from seed `args.seed`'s weights, on the batches of seed `args.seed`; -> (model, losses)."""
+class Curve(NamedTuple):
+    """One training run: the loss at every step, the validation R@1 at every check."""
+
+    losses: list[float]
+    checked: list[int]
+    recall: list[float]
+
+
+def _key(scores: dict[str, float]) -> tuple[float, float, float]:
+    """Validation order: R@1, then R@5, then the lower median rank."""
+    return scores["R@1"], scores["R@5"], -scores["median rank"]
+
+
+def train(method: str, data: Pairs, validation: Pairs, lr: float, args: argparse.Namespace, device: torch.device,
+          desc: str) -> tuple[Model, Curve, tuple]:
+    """One model from seed `args.seed`'s weights, on the batches of seed `args.seed`, checked on the validation
+    pairs 8 times; -> (the model at its best check, its curve, the best check's validation key)."""
     torch.manual_seed(args.seed)
     model = Model(data.video.shape[-1], args.dim).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = loss_of(method)
     order = torch.Generator().manual_seed(args.seed)
-    batches_per_epoch = len(data.video) // args.batch
-    losses, bar = [], Progress(args.steps, desc)
+    batches_per_epoch, every = len(data.video) // args.batch, max(1, args.steps // 8)
+    curve, bar, best = Curve([], [], []), Progress(args.steps, desc), None
     for step in range(args.steps):
         if step % batches_per_epoch == 0:
             permutation = torch.randperm(len(data.video), generator=order)
@@ -171,10 +191,17 @@ def train(method: str, data: Pairs, lr: float, args: argparse.Namespace, device:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(loss.item())
-        bar.update(losses[-1])
+        curve.losses.append(loss.item())
+        bar.update(curve.losses[-1])
+        if (step + 1) % every == 0 or step + 1 == args.steps:
+            scores = evaluate(method, model, validation)
+            curve.checked.append(step + 1)
+            curve.recall.append(scores["R@1"])
+            if best is None or _key(scores) > best[0]:
+                best = _key(scores), copy.deepcopy(model.state_dict())
     bar.close()
-    return model.eval(), losses
+    model.load_state_dict(best[1])
+    return model.eval(), curve, best[0]
 
 
 def retrieval(scores: torch.Tensor) -> dict[str, float]:
@@ -191,33 +218,42 @@ def evaluate(method: str, model: Model, test: Pairs) -> dict[str, float]:
 
 
 @torch.no_grad()
-def skip_masses(model: Model, test: Pairs) -> tuple[float, float]:
-    """The trained S2DTW model's mean skipped mass (null cells) on irrelevant clips and on step clips."""
+def null_cell_use(model: Model, test: Pairs) -> dict[str, float]:
+    """How the trained S2DTW model treats irrelevant clips and step clips of the held-out pairs.
+
+    "skip": mean ``soft_alignment(...).x_skipped``, the expected null cells in the clip's row (about 1 for a
+    clip the path skips, 0 for a clip matched to one caption); "cost": mean cost -<clip, caption> of an
+    irrelevant clip against its video's captions, of a step clip against the caption it shows.
+    """
     video, text = model(test)
-    result = s2dtw.soft_alignment(video, text, x_lengths=test.video_lengths)
-    steps = (test.clip_captions >= 0).to(video.device)
-    irrelevant = test.irrelevant_clips.to(video.device)
-    if not irrelevant.any():
-        return float("nan"), result.x_skipped[steps].mean().item()
-    return result.x_skipped[irrelevant].mean().item(), result.x_skipped[steps].mean().item()
+    cost = -video @ text.transpose(1, 2)
+    result = s2dtw.soft_alignment(cost=cost, x_lengths=test.video_lengths)
+    shown = test.clip_captions.to(video.device)
+    steps, irrelevant = shown >= 0, test.irrelevant_clips.to(video.device)
+    own = cost.gather(2, shown.clamp_min(0)[..., None])[..., 0]
+    means = (result.x_skipped[irrelevant], result.x_skipped[steps], cost.mean(2)[irrelevant], own[steps])
+    return dict(zip(NULL_CELL_USE, (values.mean().item() for values in means)))  # no clips (noise 0): nan
 
 
-def plot_curves(curves: dict[float, dict[str, list[float]]], path: Path) -> None:
-    """Training loss (moving average of 10 steps) of each method, one panel per noise level."""
+def plot_curves(curves: dict[float, dict[str, Curve]], path: Path) -> None:
+    """Training loss (moving average of 10 steps) and validation R@1 of each method, a column per noise level."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5), squeeze=False, sharey=True,
-                             constrained_layout=True)
-    for ax, (noise, by_method) in zip(axes[0], curves.items()):
-        for method, losses in by_method.items():
-            window = min(10, len(losses))
-            smooth = torch.tensor(losses).unfold(0, window, 1).mean(1)
-            ax.plot(range(window, len(losses) + 1), smooth, label=method)
-        ax.set(title=f"noise {noise}", xlabel="step", yscale="log")
+    fig, axes = plt.subplots(2, len(curves), figsize=(4.5 * len(curves), 6), squeeze=False, sharex=True,
+                             sharey="row", constrained_layout=True)
+    for column, (noise, by_method) in enumerate(curves.items()):
+        for method, curve in by_method.items():
+            window = min(10, len(curve.losses))
+            smooth = torch.tensor(curve.losses).unfold(0, window, 1).mean(1)
+            axes[0, column].plot(range(window, len(curve.losses) + 1), smooth, label=method)
+            axes[1, column].plot(curve.checked, curve.recall, marker="o", label=method)
+        axes[0, column].set(title=f"noise {noise}", yscale="log")
+        axes[1, column].set(xlabel="step")
     axes[0, 0].set(ylabel="training loss (batch cross-entropy)")
+    axes[1, 0].set(ylabel="validation R@1 (%)")
     axes[0, 0].legend()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -251,7 +287,7 @@ def plot_pair(model: Model, test: Pairs, noise: float, path: Path) -> None:
 
 
 def machine() -> str:
-    """CPU model (lscpu), s2dtw's SIMD level, threads, and the device used."""
+    """CPU model (lscpu), s2dtw's SIMD level, threads, versions."""
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
@@ -277,29 +313,38 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def write_report(args: argparse.Namespace, argv: list[str], results: dict, skips: dict, seconds: float,
-                 device: torch.device) -> str:
-    skip_rows = "\n".join(f"| {noise} | {irrelevant:.2f} | {step:.2f} |" for noise, (irrelevant, step) in skips.items())
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
+
+
+def write_report(args: argparse.Namespace, argv: list[str], results: dict, skips: dict, run: str) -> str:
+    """results.md in args.out: the command, date, machine, `run` (time and load), settings and tables."""
+    skip_rows = "\n".join(f"| {noise} | " + " | ".join("–" if math.isnan(use[k]) else f"{use[k]:.2f}"
+                                                      for k in NULL_CELL_USE) + " |" for noise, use in skips.items())
     now = datetime.datetime.now(datetime.timezone.utc)
     report = f"""# Video-text retrieval on synthetic weakly aligned pairs
 
-`python examples/train_video_text.py {' '.join(argv)}`, {now:%Y-%m-%d %H:%M} UTC, {seconds:.0f} s on {device.type}:
-{machine()}.
+`{shlex.join(['python', 'examples/train_video_text.py', *argv])}`, {now:%Y-%m-%d %H:%M} UTC, {run}; {machine()}.
+{args.note}
 
 Per noise level: {args.train_pairs} training pairs, {args.test_pairs} validation pairs, {args.test_pairs} held-out
 test pairs (new tasks); every method trains the same encoders from the same initial weights on the same batches,
 {args.steps} Adam steps of batch {args.batch} at each learning rate of {', '.join(f'{lr:g}' for lr in args.lrs)},
-and keeps the one with the best validation R@1; embeddings of {args.dim}; seed {args.seed}. Caption-to-video
+checked on the validation pairs every {max(1, args.steps // 8)} steps, and keeps the learning rate and the check with
+the best validation R@1 (then R@5, median rank); embeddings of {args.dim}; seed {args.seed}. Caption-to-video
 retrieval among the {args.test_pairs} test videos (chance: R@1 {100 / args.test_pairs:.1f} %, R@5
-{500 / args.test_pairs:.1f} %, median rank {(args.test_pairs + 1) / 2:g}).
+{500 / args.test_pairs:.1f} %, median rank {(args.test_pairs + 1) / 2:g}); on {args.test_pairs} pairs a recall has a
+binomial standard error of up to {50 / math.sqrt(args.test_pairs):.1f} points.
 
 {table(results, args.test_pairs)}
 
-The S2DTW model's mean skipped mass (`s2dtw.soft_alignment(...).x_skipped`, expected null cells in a clip's row)
-on the held-out pairs:
+How the S2DTW model treats the held-out clips: mean skipped mass (`s2dtw.soft_alignment(...).x_skipped`, the
+expected null cells in the clip's row: about 1 for a skipped clip, 0 for a clip matched to one caption), and mean
+cost (-<clip, caption>: an irrelevant clip against its video's captions, a step clip against the caption it shows;
+a null cell costs the threshold, 0.5):
 
-| noise | irrelevant clips | step clips |
-|---|---:|---:|
+| noise | skip: irrelevant clips | skip: step clips | cost: irrelevant clips | cost: step clips |
+|---|---:|---:|---:|---:|
 {skip_rows}
 
 ![training curves](training_curves.png)
@@ -312,15 +357,13 @@ on the held-out pairs:
 
 
 def fit(method: str, data: Pairs, validation: Pairs, noise: float, args: argparse.Namespace,
-        device: torch.device) -> tuple[Model, list[float], float]:
-    """Train at every learning rate of `args.lrs`; keep the best on the validation pairs -> (model, losses, lr)."""
+        device: torch.device) -> tuple[Model, Curve, float]:
+    """Train at every learning rate of `args.lrs`; keep the best on the validation pairs -> (model, curve, lr)."""
     best = None
     for lr in args.lrs:
-        model, losses = train(method, data, lr, args, device, f"noise {noise} {method} lr {lr:g}")
-        scores = evaluate(method, model, validation)
-        key = (scores["R@1"], scores["R@5"], -scores["median rank"])
+        model, curve, key = train(method, data, validation, lr, args, device, f"noise {noise} {method} lr {lr:g}")
         if best is None or key > best[0]:
-            best = key, model, losses, lr
+            best = key, model, curve, lr
     return best[1:]
 
 
@@ -331,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[float, str], dict[str, flo
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), load_average()
     world = make_world(FEATURES, torch.Generator().manual_seed(args.seed))
     results, curves, skips = {}, {}, {}
     for level, noise in enumerate(args.noise):
@@ -343,9 +386,12 @@ def main(argv: list[str] | None = None) -> dict[tuple[float, str], dict[str, flo
             model, curves[noise][method], lr = fit(method, data, validation, noise, args, device)
             results[noise, method] = {**evaluate(method, model, test), "lr": lr}
             if method == "S2DTW":
-                skips[noise], s2dtw_model = skip_masses(model, test), model
+                skips[noise], s2dtw_model = null_cell_use(model, test), model
         print(table({key: row for key, row in results.items() if key[0] == noise}, args.test_pairs))
-    report = write_report(args, argv, results, skips, time.perf_counter() - start, device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+    run = (f"{time.perf_counter() - start:.0f} s on {where} (1-minute load average {load_at_start} at the start, "
+           f"{load_average()} at the end, {os.cpu_count()} CPUs)")
+    report = write_report(args, argv, results, skips, run)
     try:
         plot_curves(curves, args.out / "training_curves.png")
         plot_pair(s2dtw_model, test, args.noise[-1], args.out / "alignment.png")
