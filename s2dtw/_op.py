@@ -38,6 +38,24 @@ class AlignFunction(torch.autograd.Function):
         return ctx.layout.scale_grad(grad, grad_value), None, None, None
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """The gradient layout.scale_grad(grad, grad_value), as a node whose own backward raises.
+
+    The kernels have no second derivative: without this node, differentiating the gradient
+    (create_graph=True, then backward through it) would silently give a zero Hessian term.
+    A gradient taken with create_graph=True and only used as a value still works.
+    """
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, grad_value: torch.Tensor, layout: Layout) -> torch.Tensor:
+        return layout.scale_grad(grad, grad_value)
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError("s2dtw: second-order gradients (differentiating the gradient of an S2DTW / soft-DTW "
+                           "value, e.g. a gradient penalty or a Hessian-vector product) are not implemented")
+
+
 if hasattr(torch.library, "custom_op"):
 
     @torch.library.custom_op("s2dtw::align", mutates_args=())
@@ -74,7 +92,7 @@ if hasattr(torch.library, "custom_op"):
 
     def _backward(ctx, grad_value, _grad_of_grad):
         (grad,) = ctx.saved_tensors
-        return (ctx.layout.scale_grad(grad, grad_value),) + (None,) * 9
+        return (_FirstOrderOnly.apply(grad, grad_value, ctx.layout),) + (None,) * 9
 
     align_op.register_autograd(_backward, setup_context=_setup_context)
 

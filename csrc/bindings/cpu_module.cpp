@@ -42,6 +42,8 @@ PYBIND11_MODULE(_cpu, m) {
         "The instruction set the kernels use: 'avx512', 'avx2' or 'scalar' (lowered by $S2DTW_SIMD).");
   m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n float64 values (tests); false if absent.",
         py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"));
+  m.def("workspace_bytes", &s2dtw::cpu::cached_workspace_bytes,
+        "Bytes of workspace the kernels keep cached between calls, over all threads (at most 256 MiB).");
   m.def("run", &run,
         "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
         py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("num_threads"),

@@ -26,4 +26,7 @@ bool check_math(SimdLevel level, const double* x, double* exp_x, double* log_x, 
 
 bool has_openmp();
 
+// Bytes the kernels keep cached between calls, in all (at most 256 MiB once calls return).
+int64_t cached_workspace_bytes();
+
 }  // namespace s2dtw::cpu
