@@ -91,7 +91,24 @@ def _check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(t.shape)} ({t.dim()} dims)")
     if t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)} {layout}")
+    if not compiling():
+        _check_transforms(name, t)
     return t
+
+
+def _check_transforms(name: str, t: torch.Tensor) -> None:
+    """Transforms the kernels have no rule for raise here, instead of deep inside torch or, for
+    forward-mode AD, with a silently zero tangent (docs/semantics.md lists what is supported)."""
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.peek_interpreter_stack() is not None:
+        raise RuntimeError("s2dtw does not support torch.func transforms (grad, vmap, jvp, jacrev, jacfwd, "
+                           "hessian); use torch.autograd.grad or .backward(), and a batch instead of vmap")
+    if torch.autograd.forward_ad.unpack_dual(t).tangent is not None:
+        raise RuntimeError(f"s2dtw has no forward-mode derivative: {name} is a dual tensor (forward_ad); "
+                           "use reverse mode (torch.autograd.grad or .backward())")
+    if torch.jit.is_tracing():
+        raise RuntimeError("s2dtw does not support torch.jit.trace (the tracer cannot record its custom op); "
+                           "use torch.compile or torch.export")
 
 
 def _check_device(name: str, t: torch.Tensor) -> None:

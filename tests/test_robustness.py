@@ -345,3 +345,75 @@ def test_the_workspace_cache_bound_holds_over_threads_and_dtypes_in_a_subprocess
         assert 0 < max(done) <= 256 << 20 and kept <= 256 << 20, (done, kept)
         assert s2dtw._cpu.workspace_bytes() < kept  # threads that end give theirs back
     """, timeout=300)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is missing")
+def test_gather_checks_its_preconditions_on_every_rank_in_a_subprocess(tmp_path):
+    """Two gloo processes that disagree raise the same ValueError on both, instead of one aborting in
+    a collective and the other hanging."""
+    assert_prints_ok(f"""
+        import datetime, os, torch, torch.distributed as dist, torch.multiprocessing as mp
+        import s2dtw
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        CASES = {{  # per case, rank -> (batch, video_lengths)
+            "batch": {{0: (4, None), 1: (3, None)}},
+            "lengths on one rank": {{0: (2, [4, 3]), 1: (2, None)}},
+            "bad lengths on one rank": {{0: (2, [4, 3]), 1: (2, [4, 0])}},
+        }}
+
+        def worker(rank, case, init_file):
+            dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=2,
+                                    timeout=datetime.timedelta(seconds=60))
+            torch.set_num_threads(1)
+            batch, lengths = CASES[case][rank]
+            try:
+                s2dtw.S2DTWContrastiveLoss(gather=True)(torch.randn(batch, 4, 8), torch.randn(batch, 3, 8),
+                                                        video_lengths=lengths)
+                outcome = "no error"
+            except ValueError as err:
+                outcome = str(err)
+            with open(f"{{init_file}}.{{rank}}", "w") as f:
+                f.write(outcome)
+            dist.destroy_process_group()
+
+        for k, case in enumerate(CASES):
+            init_file = os.path.join({str(tmp_path)!r}, f"rendezvous{{k}}")
+            mp.start_processes(worker, args=(case, init_file), nprocs=2, join=True, start_method="fork")
+            outcomes = [open(f"{{init_file}}.{{rank}}").read() for rank in range(2)]
+            if case == "bad lengths on one rank":
+                assert "must lie in [1, 4]" in outcomes[1] and "rank(s) [1] failed" in outcomes[0], outcomes
+            else:
+                assert outcomes[0] == outcomes[1] and "on every rank" in outcomes[0], outcomes
+    """, timeout=300)
+
+
+TRANSFORMS = {
+    "func.grad": lambda f, x: torch.func.grad(lambda a: f(a).sum())(x),
+    "vmap": lambda f, x: torch.func.vmap(lambda a: f(a[None]))(x),
+    "jacrev": lambda f, x: torch.func.jacrev(f)(x),
+    "jacfwd": lambda f, x: torch.func.jacfwd(f)(x),  # used to return a silently zero Jacobian
+    "jvp": lambda f, x: torch.func.jvp(f, (x,), (torch.ones_like(x),)),
+}
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_torch_func_transforms_raise_a_clear_error(transform):
+    y = torch.randn(2, 5, 3, dtype=torch.float64)
+    f = lambda a: s2dtw.s2dtw(a, y[: a.shape[0]])  # noqa: E731
+    with pytest.raises(RuntimeError, match="s2dtw does not support torch.func transforms"):
+        TRANSFORMS[transform](f, torch.randn(2, 4, 3, dtype=torch.float64))
+
+
+def test_forward_mode_ad_and_jit_trace_raise_and_supported_ways_work():
+    import torch.autograd.forward_ad as fwAD
+
+    x, y = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="no forward-mode derivative: x is a dual tensor"):
+        s2dtw.s2dtw(fwAD.make_dual(x, torch.ones_like(x)), y)
+    with pytest.raises(RuntimeError, match="does not support torch.jit.trace"):
+        torch.jit.trace(s2dtw.S2DTWLoss(), (x, y))
+    with pytest.raises(torch.jit.frontend.NotSupportedError):  # torch's own error, at scripting time
+        torch.jit.script(s2dtw.S2DTWLoss())
+    loss = s2dtw.S2DTWLoss()
+    torch.testing.assert_close(torch.func.functional_call(loss, {}, (x, y)), loss(x, y))
+    torch.testing.assert_close(torch.export.export(loss, (x, y)).module()(x, y), loss(x, y))
