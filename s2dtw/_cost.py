@@ -7,10 +7,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ._validation import check_cost
+from ._validation import METRICS, check_cost
 
 Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-METRICS = ("neg_dot", "neg_cosine", "sqeuclidean")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -20,14 +19,20 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def cost_matrix(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """C[b, i, j] = cost(x[b, i], y[b, j]) of shape (B, N, M).
+    """C[b, i, j] = cost(x[b, i], y[b, j]) of shape (B, N, M), checked finite.
 
     ``neg_dot``: -<x_i, y_j> (the VT-TWINS cost); ``neg_cosine``: the same on
     L2-normalised rows; ``sqeuclidean``: ||x_i - y_j||^2; or a callable
-    ``metric(x, y) -> (B, N, M)``.
+    ``metric(x, y) -> (B, N, M)``. Finite inputs can still overflow (1e20 in float32):
+    the check is on the cost the kernels will see.
     """
+    shape = (x.shape[0], x.shape[1], y.shape[1])
+    return check_cost(_metric(x, y, metric), shape)
+
+
+def _metric(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
     if callable(metric):
-        return check_cost(metric(x, y), batch=x.shape[0])
+        return metric(x, y)
     if metric == "neg_dot":
         return -torch.bmm(x, y.transpose(1, 2))
     if metric == "neg_cosine":
@@ -37,3 +42,4 @@ def cost_matrix(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tenso
         squared = x.pow(2).sum(-1, keepdim=True) + y.pow(2).sum(-1).unsqueeze(1)
         return (squared - 2 * torch.bmm(x, y.transpose(1, 2))).clamp_min(0)
     raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
+

@@ -49,6 +49,14 @@ class Layout:
     stride_i: int
     stride_j: int
 
+    def __post_init__(self) -> None:
+        # The kernels get the lengths as raw pointers to int64[n_pairs]: an expanded or
+        # strided tensor (lengths.expand(B), lengths[::2]) would be read as contiguous.
+        for name in ("pair_n", "pair_m"):
+            lengths = getattr(self, name)
+            if lengths.dtype != torch.int64 or not lengths.is_contiguous():  # else as is: no op that returns its input
+                object.__setattr__(self, name, lengths.to(torch.int64).contiguous())
+
     @property
     def n_pairs(self) -> int:
         return self.pair_n.numel()
@@ -66,6 +74,12 @@ class Layout:
         n, m = cost.shape[0] // bx, cost.shape[1] // by
         pair_n, pair_m = x_lengths.unsqueeze(1).expand(bx, by), y_lengths.unsqueeze(0).expand(bx, by)
         return Layout(pair_n.reshape(-1), pair_m.reshape(-1), by, n, m, n * by * m, m, by * m, 1)
+
+    def extent(self) -> int:
+        """Elements of the buffer the blocks span: 1 + the offset of the last cell any pair can reach."""
+        last_x, last_y = (self.n_pairs - 1) // self.pairs_per_x, min(self.n_pairs, self.pairs_per_x) - 1
+        return 1 + last_x * self.stride_x + last_y * self.stride_y + (self.block_n - 1) * self.stride_i + (
+            self.block_m - 1) * self.stride_j
 
     def ints(self) -> list[int]:
         """Everything but the lengths, as a list (what the custom op takes)."""
@@ -258,8 +272,17 @@ def _run_cuda(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None
         )
 
 
+def _check_pairs_fit(layout: Layout) -> None:
+    """The Python kernels' copy of the C++ kernels' check: every pair inside its block (never trust lengths)."""
+    for lengths, block, name in ((layout.pair_n, layout.block_n, "x"), (layout.pair_m, layout.block_m, "y")):
+        if layout.n_pairs and not (int(lengths.min()) >= 1 and int(lengths.max()) <= block):
+            raise ValueError(f"s2dtw: {name} lengths must lie in [1, {block}] (the padded length), got values in "
+                             f"[{int(lengths.min())}, {int(lengths.max())}]")
+
+
 def _run_numba(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, layout: Layout,
                params: Params) -> None:
+    _check_pairs_fit(layout)
     _load("numba").run(
         cost.reshape(-1).numpy(),
         value.numpy(),
@@ -275,6 +298,7 @@ def _run_numpy(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | Non
                params: Params) -> None:
     from . import _reference
 
+    _check_pairs_fit(layout)
     flat = cost.reshape(-1).numpy()
     grad_flat = None if grad is None else grad.reshape(-1).numpy()
     if grad_flat is not None:
@@ -305,6 +329,9 @@ def run(backend: str, cost: torch.Tensor, layout: Layout, params: Params,
 
     `cost` must be contiguous float32 / float64 on the backend's device.
     """
+    if min(layout.ints()) < 0 or (layout.n_pairs and layout.extent() > cost.numel()):
+        raise ValueError(f"s2dtw: the layout {layout.ints()} of {layout.n_pairs} pairs does not fit a cost "
+                         f"buffer of {cost.numel()} elements")
     value = torch.empty(layout.n_pairs, dtype=cost.dtype, device=cost.device)
     grad = torch.empty_like(cost) if need_grad else None
     _RUNNERS[backend](cost, value, grad, layout, params)

@@ -10,6 +10,8 @@ and pairs are spread over threads in chunks that each own one workspace.
 from __future__ import annotations
 
 import math
+import os
+import types
 
 import numba
 import numpy as np
@@ -95,7 +97,6 @@ def band_columns(P, Q, width, p):
     return max(0, -((width - centre) // (P - 1))), min(Q - 1, (centre + width) // (P - 1))
 
 
-@njit(cache=True, parallel=True, fastmath=False)
 def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x, stride_y, stride_i,
             stride_j, block_n, block_m, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, n_chunks):
     n_pairs = value.shape[0]
@@ -171,6 +172,29 @@ def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x,
                 below, here = here, below
 
 
+# The parallel kernel, and the same code compiled without threads (prange runs as range) for one
+# thread or a forked child: a parallel numba region in a child of a process that already used GNU
+# OpenMP aborts it ("fork() called from a process already using GNU OpenMP"), even at one thread.
+def _compiled(name: str, **options) -> numba.core.registry.CPUDispatcher:
+    """`_kernel` compiled under its own name: numba's on-disk cache tells functions apart by name, not options."""
+    copy = types.FunctionType(_kernel.__code__, _kernel.__globals__, name)
+    copy.__qualname__ = name
+    return njit(cache=True, **options)(copy)
+
+
+_parallel_kernel = _compiled("_parallel_kernel", parallel=True)
+_serial_kernel = _compiled("_serial_kernel")
+_forked = False
+
+
+def _mark_forked() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
 def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n: np.ndarray,
         pair_m: np.ndarray, n_pairs: int, pairs_per_x: int, stride_x: int, stride_y: int, stride_i: int, stride_j: int,
         block_n: int, block_m: int, gamma: float, smoothing: float | None, threshold: float | None,
@@ -189,14 +213,18 @@ def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n:
     with_grad = grad is not None
     if grad is None:
         grad = np.empty(0, cost.dtype)
-    n_chunks = max(1, min(int(num_threads), n_pairs))
+    n_chunks = 1 if _forked else max(1, min(int(num_threads), n_pairs))
+    args = (cost, value, grad, with_grad, pair_n, pair_m, int(pairs_per_x), int(stride_x), int(stride_y),
+            int(stride_i), int(stride_j), int(block_n), int(block_m), float(gamma), smoothing is not None,
+            0.0 if smoothing is None else float(smoothing), threshold is not None,
+            0.0 if threshold is None else float(threshold), bandwidth is not None,
+            0.0 if bandwidth is None else float(bandwidth), n_chunks)
+    if n_chunks == 1:
+        _serial_kernel(*args)
+        return
     previous = numba.get_num_threads()
     numba.set_num_threads(min(n_chunks, numba.config.NUMBA_NUM_THREADS))
     try:
-        _kernel(cost, value, grad, with_grad, pair_n, pair_m, int(pairs_per_x), int(stride_x), int(stride_y),
-                int(stride_i), int(stride_j), int(block_n), int(block_m), float(gamma), smoothing is not None,
-                0.0 if smoothing is None else float(smoothing), threshold is not None,
-                0.0 if threshold is None else float(threshold), bandwidth is not None,
-                0.0 if bandwidth is None else float(bandwidth), n_chunks)
+        _parallel_kernel(*args)
     finally:
         numba.set_num_threads(previous)

@@ -48,6 +48,24 @@ def _(cost, pair_n, pair_m, layout, gamma, smoothing, threshold, bandwidth, back
     return cost.new_empty(pair_n.shape[0]), grad
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """The gradient layout.scale_grad(grad, grad_value), as a node whose own backward raises.
+
+    The kernels have no second derivative: without this node, differentiating the gradient
+    (create_graph=True, then backward through it) would silently give a zero Hessian term.
+    A gradient taken with create_graph=True and only used as a value still works.
+    """
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, grad_value: torch.Tensor, layout: Layout) -> torch.Tensor:
+        return layout.scale_grad(grad, grad_value)
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError("s2dtw: second-order gradients (differentiating the gradient of an S2DTW / soft-DTW "
+                           "value, e.g. a gradient penalty or a Hessian-vector product) are not implemented")
+
+
 def _setup_context(ctx, inputs, output):
     ctx.layout = Layout.from_ints(inputs[1], inputs[2], inputs[3])
     ctx.save_for_backward(output[1])
@@ -55,7 +73,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_value, _grad_of_grad):
     (grad,) = ctx.saved_tensors
-    return (ctx.layout.scale_grad(grad, grad_value),) + (None,) * 9
+    return (_FirstOrderOnly.apply(grad, grad_value, ctx.layout),) + (None,) * 9
 
 
 align_op.register_autograd(_backward, setup_context=_setup_context)

@@ -81,7 +81,12 @@ def soft_dtw_table(grid: np.ndarray, gamma: float, band: np.ndarray | None = Non
 
 
 def soft_dtw_grad(grid: np.ndarray, table: np.ndarray, gamma: float) -> np.ndarray:
-    """d R[P, Q] / d grid (the expected alignment), by the backward recursion on R."""
+    """d R[P, Q] / d grid (the expected alignment), by the backward recursion on R.
+
+    P(s came from (p, q)) is the weight of R[p, q] in the softmin of s's predecessors,
+    recomputed from them (min-shifted): the textbook form exp((R[s] - W[s] - R[p, q]) / gamma)
+    subtracts huge numbers and gives NaN for costs of 1e30 (the kernels keep these weights too).
+    """
     rows, cols = grid.shape
     expected = np.zeros((rows + 2, cols + 2))
     expected[rows, cols] = 1.0
@@ -93,8 +98,9 @@ def soft_dtw_grad(grid: np.ndarray, table: np.ndarray, gamma: float) -> np.ndarr
             # successors (p+1, q), (p, q+1), (p+1, q+1): probability that each came from (p, q)
             for sp, sq in ((p + 1, q), (p, q + 1), (p + 1, q + 1)):
                 if sp <= rows and sq <= cols and expected[sp, sq] != 0.0:
-                    arrival = table[sp, sq] - grid[sp - 1, sq - 1]
-                    total += expected[sp, sq] * np.exp((arrival - table[p, q]) / gamma)
+                    predecessors = [(sp - 1, sq - 1), (sp - 1, sq), (sp, sq - 1)]
+                    _, weights = softmin(np.array([table[c] for c in predecessors]), gamma)
+                    total += expected[sp, sq] * weights[predecessors.index((p, q))]
             expected[p, q] = total
     return expected[1 : rows + 1, 1 : cols + 1]
 

@@ -4,41 +4,81 @@ the argument and the shapes. Nothing here modifies its inputs."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ._dispatch import Params, compiling
+from ._dispatch import BACKENDS, Params, compiling
 
 Lengths = torch.Tensor | Sequence[int] | None
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+METRICS = ("neg_dot", "neg_cosine", "sqeuclidean")
 
 
-def _is_number(v: object) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+def _real(name: str, v: object) -> float:
+    """`v` as a float: Python, NumPy and 0-d tensor integers and floats are accepted; bools are not."""
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, torch.Tensor) and v.dtype == torch.bool):
+        raise TypeError(f"{name} must be a real number, got the bool {v!r}")
+    if isinstance(v, torch.Tensor):
+        if v.dim() != 0 or v.is_complex() or v.device.type not in ("cpu", "cuda"):
+            raise TypeError(f"{name} must be a real number or a 0-d CPU/CUDA tensor, got a tensor of shape "
+                            f"{tuple(v.shape)}, dtype {v.dtype} on {v.device}")
+        v = v.item()
+    if not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number (int, float, NumPy scalar or 0-d tensor), "
+                        f"got {type(v).__name__}")
+    return float(v)
 
 
 def check_positive(name: str, v: object) -> float:
-    if not _is_number(v) or v <= 0:
+    """A finite number > 0 whose reciprocal is finite too (the kernels divide by it)."""
+    value = _real(name, v)
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    return float(v)
+    if not math.isfinite(1 / value):
+        raise ValueError(f"{name}={v!r} is too small: 1/{name} overflows float64 (use {name} >= 1e-300)")
+    return value
 
 
 def check_params(
     gamma: float, smoothing: float | None, threshold: float | None, bandwidth: float | None = None
 ) -> Params:
-    if bandwidth is not None and (not _is_number(bandwidth) or bandwidth < 0):
+    width = None if bandwidth is None else _real("bandwidth", bandwidth)
+    if width is not None and not (math.isfinite(width) and width >= 0):
         raise ValueError(f"bandwidth must be a finite number >= 0 or None, got {bandwidth!r}")
-    if threshold is not None and not _is_number(threshold):
+    null_cost = None if threshold is None else _real("threshold", threshold)
+    if null_cost is not None and not math.isfinite(null_cost):
         raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
     return Params(
         gamma=check_positive("gamma", gamma),
         smoothing=None if smoothing is None else check_positive("smoothing", smoothing),
-        threshold=None if threshold is None else float(threshold),
-        bandwidth=None if bandwidth is None else float(bandwidth),
+        threshold=null_cost,
+        bandwidth=width,
     )
+
+
+def check_options(metric: object, normalize: object, backend: object) -> None:
+    """The non-numeric options, checked when given (a loss's constructor), not at the first forward."""
+    if not callable(metric) and metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"normalize must be a bool, got {normalize!r}")
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS} (or None: the default)")
+
+
+def uses_cost(x: object, y: object, cost: object) -> bool:
+    """Whether the call aligns a precomputed `cost` (True) or the sequences `x`, `y` (False); never both."""
+    if cost is not None:
+        if x is not None or y is not None:
+            raise ValueError("pass either the sequences x, y or a precomputed cost=, not both")
+        return True
+    if x is None or y is None:
+        raise ValueError("pass the sequences x (B, N, d) and y (B, M, d), or a precomputed cost=")
+    return False
 
 
 def _check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
@@ -50,7 +90,29 @@ def _check_tensor(name: str, t: object, ndim: int, layout: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(t.shape)} ({t.dim()} dims)")
     if t.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)} {layout}")
+    if not compiling():
+        _check_transforms(name, t)
     return t
+
+
+def _check_transforms(name: str, t: torch.Tensor) -> None:
+    """Transforms the kernels have no rule for raise here, instead of deep inside torch or, for
+    forward-mode AD, with a silently zero tangent (docs/semantics.md lists what is supported)."""
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.peek_interpreter_stack() is not None:
+        raise RuntimeError("s2dtw does not support torch.func transforms (grad, vmap, jvp, jacrev, jacfwd, "
+                           "hessian); use torch.autograd.grad or .backward(), and a batch instead of vmap")
+    if torch.autograd.forward_ad.unpack_dual(t).tangent is not None:
+        raise RuntimeError(f"s2dtw has no forward-mode derivative: {name} is a dual tensor (forward_ad); "
+                           "use reverse mode (torch.autograd.grad or .backward())")
+    if torch.jit.is_tracing():
+        raise RuntimeError("s2dtw does not support torch.jit.trace (the tracer cannot record its custom op); "
+                           "use torch.compile or torch.export")
+
+
+def _check_device(name: str, t: torch.Tensor) -> None:
+    if t.device.type not in ("cpu", "cuda"):  # meta tensors have no values to align
+        raise ValueError(f"s2dtw runs on CPU and CUDA tensors, got {name} on {t.device}")
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
@@ -70,6 +132,7 @@ def check_sequences(x: object, y: object, same_batch: bool = True) -> tuple[torc
     y = _check_tensor("y", y, 3, "(B, M, d)" if same_batch else "(By, M, d)")
     if x.device != y.device:
         raise ValueError(f"x and y must be on the same device, got x on {x.device} and y on {y.device}")
+    _check_device("x", x)
     if x.dtype != y.dtype:
         raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
     if same_batch and x.shape[0] != y.shape[0]:
@@ -89,11 +152,13 @@ def poison_non_finite(value: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
     return value + (low * 0 + high * 0)  # 0 * (+-inf or NaN) is NaN; 0 * finite is 0
 
 
-def check_cost(cost: object, batch: int | None = None) -> torch.Tensor:
-    """A cost of shape (B, N, M) (from the user or a metric callable)."""
+def check_cost(cost: object, shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """A finite cost of shape (B, N, M) (from the user, or exactly `shape` from a metric)."""
     cost = _check_tensor("cost", cost, 3, "(B, N, M)")
-    if batch is not None and cost.shape[0] != batch:
-        raise ValueError(f"cost must have batch size {batch}, got shape {tuple(cost.shape)}")
+    if shape is not None and tuple(cost.shape) != tuple(shape):
+        raise ValueError(f"the metric must return a cost of shape (B, N, M) = {tuple(shape)}, "
+                         f"got {tuple(cost.shape)}")
+    _check_device("cost", cost)
     _check_finite("cost", cost)
     return cost
 
@@ -106,19 +171,20 @@ def check_lengths(name: str, lengths: Lengths, batch: int, full: int) -> torch.T
     """
     if lengths is None:
         return torch.full((batch,), full, dtype=torch.int64)
-    if isinstance(lengths, torch.Tensor):
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
-        if compiling():  # shape only: the range check would read the values on the host
-            if lengths.shape != (batch,):
-                raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(lengths.shape)}")
-            return lengths.to(torch.int64)
-        values = lengths.detach().to("cpu", torch.int64)
-    else:
-        try:
-            values = torch.as_tensor(list(lengths), dtype=torch.int64)
+    traced = compiling() and isinstance(lengths, torch.Tensor)  # a list's values are known while tracing
+    if not isinstance(lengths, torch.Tensor):
+        try:  # no dtype given: [2.7, 3.9] and [True, True] must fail below as the same tensors do
+            lengths = torch.as_tensor(list(lengths))
         except (TypeError, ValueError, RuntimeError) as err:
             raise TypeError(f"{name} must be a 1-D tensor or sequence of integers") from err
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
+    _check_device(name, lengths)
+    if traced:  # shape only: the range check would read the values on the host
+        if lengths.shape != (batch,):
+            raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(lengths.shape)}")
+        return lengths.to(torch.int64)
+    values = lengths.detach().to("cpu", torch.int64)
     if values.shape != (batch,):
         raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(values.shape)}")
     low, high = int(values.min()), int(values.max())
@@ -135,6 +201,12 @@ def _band_connects(rows: int, cols: int, width: float) -> bool:
     lo = np.maximum(0, -((np.floor(width) - centre) // (rows - 1)))
     hi = np.minimum(cols - 1, (centre + np.floor(width)) // (rows - 1))
     return bool(np.all(lo[1:] <= np.minimum(hi[:-1] + 1, hi[1:])))
+
+
+def _round_up(v: float) -> float:
+    """`v` > 0 rounded UP to 4 significant digits: a suggested bandwidth must itself work."""
+    scale = 10.0 ** (math.floor(math.log10(v)) - 3)
+    return math.ceil(v / scale) * scale
 
 
 def check_band(params: Params, x_lengths: torch.Tensor, y_lengths: torch.Tensor, all_pairs: bool = False) -> None:
@@ -158,6 +230,6 @@ def check_band(params: Params, x_lengths: torch.Tensor, y_lengths: torch.Tensor,
             low, high = (low, mid) if _band_connects(rows, cols, cells * mid * shorter) else (mid, high)
         raise ValueError(
             f"bandwidth={params.bandwidth} cuts every path off for a pair of lengths ({n}, {m}): "
-            f"the value would be +inf. Use bandwidth >= {high:.4g} (or None)."
+            f"the value would be +inf. Use bandwidth >= {_round_up(high):.4g} (or None)."
         )
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from . import functional
 from ._cost import Metric, compute_dtype, cost_matrix
-from ._validation import Lengths, check_cost, check_sequences
+from ._validation import Lengths, check_cost, check_options, check_params, check_sequences, uses_cost
 
 
 class SoftAlignment(NamedTuple):
@@ -53,9 +53,9 @@ def soft_alignment(
     (2N+1, 2M+1) grid (how much x_i is skipped rather than matched), ``y_skipped`` likewise for
     columns. For looking at: the skip masses come from the dense grid, built explicitly.
     """
-    if cost is None:
-        if x is None or y is None:
-            raise ValueError("pass the sequences x (B, N, d) and y (B, M, d), or a precomputed cost=")
+    check_params(gamma, smoothing, threshold, bandwidth)
+    check_options(metric, False, backend)
+    if not uses_cost(x, y, cost):
         x, y = check_sequences(x, y)
         compute = compute_dtype(x.dtype)
         cost = cost_matrix(x.detach().to(compute), y.detach().to(compute), metric)
@@ -89,15 +89,14 @@ def plot_alignment(cost: torch.Tensor, result: SoftAlignment, index: int = 0, pa
     Needs matplotlib (``pip install "s2dtw[plot]"``). Returns the figure; saves it to `path` if given.
     """
     try:
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A Figure of its own, not pyplot's: the user's backend and pyplot's list of open
+        # figures stay as they were (nothing to close, nothing leaks).
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError('plot_alignment needs matplotlib: pip install "s2dtw[plot]"') from err
     skips = result.x_skipped is not None
-    fig, axes = plt.subplots(1, 3 if skips else 2, figsize=(13 if skips else 9, 4), constrained_layout=True)
+    fig = Figure(figsize=(13 if skips else 9, 4), constrained_layout=True)
+    axes = fig.subplots(1, 3 if skips else 2)
     panels = [(cost[index], "cost C", "viridis"), (result.alignment[index], "expected alignment dV/dC", "magma")]
     for ax, (matrix, title, cmap) in zip(axes, panels, strict=False):  # a third axis is the skip panel
         image = ax.imshow(matrix.detach().cpu().float().numpy(), cmap=cmap, aspect="auto")

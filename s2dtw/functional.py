@@ -12,9 +12,11 @@ from ._validation import (
     check_band,
     check_cost,
     check_lengths,
+    check_options,
     check_params,
     check_sequences,
     poison_non_finite,
+    uses_cost,
 )
 
 
@@ -85,9 +87,7 @@ def _divergence(value: torch.Tensor, self_x: torch.Tensor, self_y: torch.Tensor)
 
 def _align(x, y, cost, params: Params, metric: Metric, x_lengths: Lengths, y_lengths: Lengths,
            normalize: bool, backend: str | None) -> torch.Tensor:
-    if cost is not None:
-        if x is not None or y is not None:
-            raise ValueError("pass either the sequences x, y or a precomputed cost=, not both")
+    if uses_cost(x, y, cost):
         if normalize:
             raise ValueError("normalize=True needs the sequences x and y (it aligns each with itself), not cost=")
         cost = check_cost(cost)
@@ -96,8 +96,6 @@ def _align(x, y, cost, params: Params, metric: Metric, x_lengths: Lengths, y_len
         y_len = _device_lengths("y_lengths", y_lengths, batch, m, cost.device)
         value = _paired_values(cost.to(compute_dtype(cost.dtype)), x_len, y_len, params, backend)
         return value.to(cost.dtype)
-    if x is None or y is None:
-        raise ValueError("pass the sequences x (B, N, d) and y (B, M, d), or a precomputed cost=")
     x, y = check_sequences(x, y)
     x_len = _device_lengths("x_lengths", x_lengths, x.shape[0], x.shape[1], x.device)
     y_len = _device_lengths("y_lengths", y_lengths, y.shape[0], y.shape[1], x.device)
@@ -149,6 +147,7 @@ def s2dtw(
         (B,) values, in the input's dtype and on its device. Differentiable w.r.t. x, y (or cost).
     """
     params = check_params(gamma, smoothing, threshold, bandwidth)
+    check_options(metric, normalize, backend)
     return _align(x, y, cost, params, metric, x_lengths, y_lengths, normalize, backend)
 
 
@@ -172,6 +171,7 @@ def soft_dtw(
     Vert 2021), which is zero for identical sequences.
     """
     params = check_params(gamma, None, None, bandwidth)
+    check_options(metric, normalize, backend)
     return _align(x, y, cost, params, metric, x_lengths, y_lengths, normalize, backend)
 
 
@@ -200,6 +200,7 @@ def pairwise(
         block by block: neither the inputs nor the cost are copied Bx*By times.
     """
     params = check_params(gamma, smoothing, threshold, bandwidth)
+    check_options(metric, normalize, backend)
     x, y = check_sequences(x, y, same_batch=False)
     (bx, n, d), (by, m, _) = x.shape, y.shape
     x_len = _device_lengths("x_lengths", x_lengths, bx, n, x.device)

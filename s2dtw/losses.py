@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from . import functional
 from ._cost import Metric
-from ._validation import Lengths, check_params, check_positive
+from ._validation import Lengths, check_lengths, check_options, check_params, check_positive, check_sequences
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -46,6 +46,7 @@ class S2DTWLoss(torch.nn.Module):
     ):
         super().__init__()
         check_params(gamma, smoothing, threshold, bandwidth)
+        check_options(metric, normalize, backend)
         self.options = dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric,
                             bandwidth=bandwidth, normalize=normalize, backend=backend)
         self.reduction = _check_reduction(reduction)
@@ -122,36 +123,35 @@ class S2DTWContrastiveLoss(torch.nn.Module):
     ):
         super().__init__()
         check_params(gamma, smoothing, threshold, bandwidth)
+        check_options(metric, normalize, backend)
         check_positive("temperature", temperature)
         self.options = dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric,
                             bandwidth=bandwidth, normalize=normalize, backend=backend)
         self.temperature, self.symmetric, self.gather = temperature, symmetric, gather
 
-    def _everyone(self, video: torch.Tensor, text: torch.Tensor, video_lengths: Lengths, text_lengths: Lengths):
+    def _everyone(self, video: torch.Tensor, text: torch.Tensor, video_lengths: torch.Tensor | None,
+                  text_lengths: torch.Tensor | None):
         """Every rank's videos, captions and lengths (one differentiable all-gather), and this rank's offset."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()):
-            raise ValueError("gather=True needs torch.distributed to be initialised")
         batch = video.shape[0]
         both = _gather(torch.cat([video.reshape(batch, -1), text.reshape(batch, -1)], dim=1), differentiable=True)
         videos = both[:, : video[0].numel()].reshape(-1, *video.shape[1:])
         texts = both[:, video[0].numel() :].reshape(-1, *text.shape[1:])
-        lengths = [None if ls is None else
-                   _gather(torch.as_tensor(ls, dtype=torch.int64, device=video.device), differentiable=False)
+        lengths = [None if ls is None else _gather(ls.to(video.device), differentiable=False)
                    for ls in (video_lengths, text_lengths)]
         return videos, texts, lengths[0], lengths[1], dist.get_rank() * batch
 
     def forward(
         self, video: torch.Tensor, text: torch.Tensor, video_lengths: Lengths = None, text_lengths: Lengths = None
     ) -> torch.Tensor:
-        if video.shape[0] != text.shape[0]:
-            raise ValueError(f"video and text must have the same batch size, got {tuple(video.shape)} "
-                             f"and {tuple(text.shape)}")
+        """video (B, N, d), text (B, M, d), lengths (B,) or None -> the scalar loss."""
         if self.gather:
+            video_lengths, text_lengths = _check_on_every_rank(video, text, video_lengths, text_lengths)
             videos, texts, all_video_lengths, all_text_lengths, offset = self._everyone(
                 video, text, video_lengths, text_lengths)
         else:
+            video_lengths, text_lengths = _checked_inputs(video, text, video_lengths, text_lengths)
             videos, texts, all_video_lengths, all_text_lengths, offset = video, text, video_lengths, text_lengths, 0
         targets = torch.arange(text.shape[0], device=text.device) + offset
         # values[c, r] = S2DTW(video c, caption r); each caption's positive is its own video.
@@ -164,3 +164,50 @@ class S2DTWContrastiveLoss(torch.nn.Module):
             values = functional.pairwise(video, texts, x_lengths=video_lengths, y_lengths=all_text_lengths,
                                          **self.options)
         return (loss + F.cross_entropy(-values / self.temperature, targets)) / 2
+
+
+def _checked_inputs(video: object, text: object, video_lengths: Lengths,
+                    text_lengths: Lengths) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """This rank's preconditions: (B, N, d) and (B, M, d) tensors, lengths (B,) or None (returned as int64)."""
+    video, text = check_sequences(video, text, same_batch=False)
+    if video.shape[0] != text.shape[0]:
+        raise ValueError(f"video and text must have the same batch size, got {tuple(video.shape)} "
+                         f"and {tuple(text.shape)}")
+    return tuple(None if ls is None else check_lengths(name, ls, batch, full) for name, ls, (batch, full) in (
+        ("video_lengths", video_lengths, video.shape[:2]), ("text_lengths", text_lengths, text.shape[:2])))
+
+
+def _check_on_every_rank(video: torch.Tensor, text: torch.Tensor, video_lengths: Lengths,
+                         text_lengths: Lengths) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """`_checked_inputs`, then the cross-rank ones, decided together: one small all-gather of each rank's
+    shapes, which lengths it gives and whether its own checks passed, so that every rank raises (the same
+    error where the ranks disagree) instead of one rank failing inside a collective and the others hanging."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("gather=True needs torch.distributed to be initialised")
+    if not (isinstance(video, torch.Tensor) and isinstance(text, torch.Tensor)):
+        raise TypeError(f"video and text must be torch.Tensors, got {type(video).__name__} and {type(text).__name__}")
+    error, lengths = None, (None, None)
+    try:
+        lengths = _checked_inputs(video, text, video_lengths, text_lengths)
+    except (TypeError, ValueError) as err:
+        error = err
+    mine = torch.tensor([*_shape3(video), *_shape3(text), video_lengths is not None, text_lengths is not None,
+                         error is None], dtype=torch.int64, device=video.device)
+    everyone = _gather(mine[None], differentiable=False)
+    if error is not None:
+        raise error
+    failed = (everyone[:, -1] == 0).nonzero().flatten().tolist()
+    if failed:
+        raise ValueError(f"gather=True: the inputs of rank(s) {failed} failed their checks (see the error there)")
+    if not bool((everyone == mine).all()):
+        raise ValueError("gather=True needs the same video and text shapes and the same lengths arguments (given "
+                         "or None) on every rank; per rank [video dims and shape, text dims and shape, video_lengths "
+                         f"given, text_lengths given]: {everyone[:, :-1].tolist()}")
+    return lengths
+
+
+def _shape3(t: torch.Tensor) -> list[int]:
+    """dims and the first three sizes (-1 beyond the tensor's): a fixed-size description to all-gather."""
+    return [t.dim(), *(list(t.shape) + [-1] * 3)[:3]]

@@ -48,6 +48,8 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n values (tests); false if absent.",
         py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"),
         py::arg("dtype") = "float64");
+  m.def("workspace_bytes", &s2dtw::cpu::cached_workspace_bytes,
+        "Bytes of workspace the kernels keep cached between calls, over all threads (at most 256 MiB).");
   m.def("run", &run,
         "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
         py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("num_threads"),

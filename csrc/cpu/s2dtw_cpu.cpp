@@ -1,15 +1,23 @@
 #include "s2dtw_cpu.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "s2dtw_cpu_simd.h"
 #include "thread_team.h"
 
+#include <pthread.h>
+
 namespace s2dtw::cpu {
+
+std::atomic<int64_t> kept_workspace_bytes{0};
+
 namespace {
 
 // The recursion always runs in float64: float32 R values grow with the path
@@ -26,6 +34,10 @@ struct Workspace {
   Workspace(const Problem& pb, bool with_grad)
       : rows(2 * (grid_extent(pb, pb.block_m) + 1)),
         tape(with_grad ? 2 * grid_extent(pb, pb.block_n) * grid_extent(pb, pb.block_m) : 0) {}
+  static size_t bytes(const Problem& pb, bool with_grad) {
+    return 2 * (grid_extent(pb, pb.block_m) + 1) * sizeof(Acc) +
+           (with_grad ? 2 * grid_extent(pb, pb.block_n) * grid_extent(pb, pb.block_m) * sizeof(Scalar) : 0);
+  }
 };
 
 // Backward pass of one pair: E[p,q] = d value / d W[p,q], from the bottom-right
@@ -124,7 +136,11 @@ void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* gr
   // raises in the caller instead of terminating inside an OpenMP thread.
   std::vector<Workspace<Scalar>> workspaces;
   workspaces.reserve(threads);
-  for (int t = 0; t < threads; ++t) workspaces.emplace_back(pb, grad != nullptr);
+  try {
+    for (int t = 0; t < threads; ++t) workspaces.emplace_back(pb, grad != nullptr);
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemory(threads * Workspace<Scalar>::bytes(pb, grad != nullptr));
+  }
 
 #pragma omp parallel num_threads(threads)
   {
@@ -146,6 +162,26 @@ SimdLevel detect_simd() {
 #endif
   return level;
 }
+
+// The kernels trust every pair to fit its block (they index the buffers with the
+// lengths), so they check it here, whoever called: the Python side's checks are
+// skipped under torch.compile, and a length read from a wrong layout must not turn
+// into a read or write outside the buffers.
+void check_pair_lengths(const Problem& pb) {
+  for (int64_t b = 0; b < pb.n_pairs; ++b) {
+    const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
+    if (n < 1 || n > pb.block_n || m < 1 || m > pb.block_m)
+      throw std::invalid_argument("s2dtw: pair " + std::to_string(b) + " has lengths (" + std::to_string(n) +
+                                  ", " + std::to_string(m) + ") outside [1, " + std::to_string(pb.block_n) +
+                                  "] x [1, " + std::to_string(pb.block_m) + "] (the padded lengths)");
+  }
+}
+
+// libgomp's thread pool does not survive fork(): a child (a DataLoader worker) that
+// opens a parallel region of more than one thread hangs. A forked child runs on its
+// calling thread only, as torch's own kernels do.
+std::atomic<bool> forked_child{false};
+[[maybe_unused]] const int fork_handler_registered = pthread_atfork(nullptr, nullptr, [] { forked_child = true; });
 
 }  // namespace
 
@@ -169,13 +205,23 @@ const char* simd_name(SimdLevel level) {
 
 template <typename Scalar>
 void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads, SimdLevel level) {
+  check_pair_lengths(pb);
+  if (forked_child) num_threads = 1;
   level = std::min(level, simd_level());
 #ifdef S2DTW_HAVE_SIMD
-  if (level == SimdLevel::avx512 && avx512::run(pb, cost, value, grad, num_threads)) return;
-  if (level >= SimdLevel::avx2 && avx2::run(pb, cost, value, grad, num_threads)) return;
+  try {
+    if (level == SimdLevel::avx512 && avx512::run(pb, cost, value, grad, num_threads)) return;
+    if (level >= SimdLevel::avx2 && avx2::run(pb, cost, value, grad, num_threads)) return;
+  } catch (const std::bad_alloc&) {  // what was grown before the failure must not stay pinned
+    avx512::release_workspaces();
+    avx2::release_workspaces();
+    throw;
+  }
 #endif
   run_scalar(pb, cost, value, grad, num_threads);
 }
+
+int64_t cached_workspace_bytes() { return kept_workspace_bytes; }
 
 template <typename T>
 bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n) {

@@ -27,4 +27,7 @@ bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n);
 
 bool has_openmp();
 
+// Bytes the kernels keep cached between calls, in all (at most 256 MiB once calls return).
+int64_t cached_workspace_bytes();
+
 }  // namespace s2dtw::cpu

@@ -71,23 +71,46 @@ struct FlushSubnormals {
 // more: fresh pages cost a page fault each, which for these kernels is as much as
 // the work. They are allocated here, outside the parallel region, so that running
 // out of memory raises in the caller instead of terminating inside OpenMP.
+// What every cache keeps counts against one budget, kept_workspace_bytes (over all
+// threads, dtypes, regimes and instruction sets).
+template <typename Workspace>
+struct WorkspaceCache {
+  std::vector<Workspace> spaces;
+  int64_t counted = 0;  // this cache's share of kept_workspace_bytes
+  ~WorkspaceCache() { kept_workspace_bytes -= counted; }
+  void release() {
+    std::vector<Workspace>().swap(spaces);
+    kept_workspace_bytes -= counted;
+    counted = 0;
+  }
+};
+
+template <typename Workspace>
+WorkspaceCache<Workspace>& workspace_cache() {
+  thread_local WorkspaceCache<Workspace> cache;
+  return cache;
+}
+
 template <typename Workspace>
 std::vector<Workspace>& cached_workspaces(const Problem& pb, const void* grad, int threads) {
-  thread_local std::vector<Workspace> cache;
+  std::vector<Workspace>& cache = workspace_cache<Workspace>().spaces;
   if (int(cache.size()) < threads) cache.resize(threads);
   for (int t = 0; t < threads; ++t) cache[t].reserve(pb, grad != nullptr);
   return cache;
 }
 
-// Past this many cached bytes per calling thread, a call frees its workspaces at the
-// end: a one-off huge call must not pin its memory for the life of the process.
-constexpr size_t kKeepBytes = size_t(256) << 20;
+// Past this many cached bytes in all, a call frees its workspaces at the end: a one-off
+// huge call must not pin its memory for the life of the process, nor many idle threads.
+constexpr int64_t kKeepBytes = int64_t(256) << 20;
 
 template <typename Workspace>
-void release_if_large(std::vector<Workspace>& cache) {
-  size_t total = 0;
-  for (const Workspace& w : cache) total += w.bytes();
-  if (total > kKeepBytes) cache.clear();
+void release_if_large(std::vector<Workspace>& spaces) {
+  WorkspaceCache<Workspace>& cache = workspace_cache<Workspace>();
+  int64_t now = 0;
+  for (const Workspace& w : spaces) now += int64_t(w.bytes());
+  const int64_t total = (kept_workspace_bytes += now - cache.counted);
+  cache.counted = now;
+  if (total > kKeepBytes) cache.release();
 }
 
 // Allocator of the large workspaces: 2 MiB aligned and marked for transparent huge
@@ -102,10 +125,14 @@ struct HugeAllocator {
   HugeAllocator(const HugeAllocator<U>&) {}
   static bool huge(size_t n) { return n * sizeof(T) >= 2 * kHugePage; }
   T* allocate(size_t n) {
-    if (!huge(n)) return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)));  // whole cache lines
+    if (!huge(n)) {
+      void* p = ::operator new(n * sizeof(T), std::align_val_t(64), std::nothrow);  // whole cache lines
+      if (!p) throw OutOfMemory(n * sizeof(T));
+      return static_cast<T*>(p);
+    }
     const size_t bytes = (n * sizeof(T) + kHugePage - 1) / kHugePage * kHugePage;
     void* p = std::aligned_alloc(kHugePage, bytes);
-    if (!p) throw std::bad_alloc();
+    if (!p) throw OutOfMemory(bytes);
 #ifdef MADV_HUGEPAGE
     madvise(p, bytes, MADV_HUGEPAGE);  // advice only: ignored where THP is off
 #endif
@@ -1096,6 +1123,13 @@ void check_math(const float* x, float* exp_x, float* log_x, int64_t n) {
     std::memcpy(exp_x + k, &e, sizeof(e));
     std::memcpy(log_x + k, &l, sizeof(l));
   }
+}
+
+void release_workspaces() {
+  workspace_cache<LockstepWorkspace<float>>().release();
+  workspace_cache<LockstepWorkspace<double>>().release();
+  workspace_cache<DiagonalWorkspace<float>>().release();
+  workspace_cache<DiagonalWorkspace<double>>().release();
 }
 
 template bool run<float>(const Problem&, const float*, float*, float*, int);
