@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 2 <= args.batch <= args.train_pairs:
         parser.error(f"--batch must be in [2, --train-pairs], got {args.batch}")
-    if args.test_pairs < 2 or not all(0 <= noise <= 1 for noise in args.noise):
-        parser.error("--test-pairs must be at least 2 and every --noise in [0, 1]")
+    if args.test_pairs < 2 or len(set(args.noise)) < len(args.noise) or not all(0 <= p <= 1 for p in args.noise):
+        parser.error("--test-pairs must be at least 2, and --noise distinct levels in [0, 1]")
     return args
 
 
@@ -264,22 +264,22 @@ def plot_pair(model: Model, test: Pairs, noise: float, path: Path) -> None:
     """plot_alignment of the first held-out pair with two irrelevant clips, the truth marked on it."""
     import matplotlib.pyplot as plt
 
-    counts = test.irrelevant_clips.sum(1)
+    counts = test.irrelevant_clips.sum(1).cpu()
     index = int((counts >= 2).nonzero()[0]) if (counts >= 2).any() else int(counts.argmax())
-    pair = batch_of(test, torch.tensor([index]))
-    n = int(pair.video_lengths[0])
-    video, text = model(pair)
-    video = video[:, :n]
-    cost = -video @ text.transpose(1, 2)  # the loss's metric, "neg_dot"
+    n = int(test.video_lengths[index])
+    video, text = model(batch_of(test, slice(index, index + 1)))
+    cost = (-video[:, :n] @ text.transpose(1, 2)).cpu()  # the loss's metric, "neg_dot"
     fig = s2dtw.plot_alignment(cost, s2dtw.soft_alignment(cost=cost))
-    truth = pair.clip_captions[0, :n].tolist()
-    fig.axes[1].set_yticks(range(n), [str(j) if j >= 0 else "irrelevant" for j in truth], fontsize=7)
+    shown, bad_captions = test.clip_captions[index, :n].cpu(), test.irrelevant_captions[index].cpu()
+    fig.axes[1].set_yticks(range(n), [str(j) if j >= 0 else "irrelevant" for j in shown.tolist()], fontsize=7)
     fig.axes[1].set_ylabel("clip (label: the caption it shows)")
-    fig.axes[1].set_xticks(range(text.shape[1]), [
-        "irrelevant" if bad else str(j) for j, bad in enumerate(pair.irrelevant_captions[0].tolist())], fontsize=7,
-        rotation=90)
-    fig.axes[2].scatter(pair.irrelevant_clips[0, :n].nonzero()[:, 0], torch.zeros(int(counts[index])) - 0.05,
-                        marker="^", color="red", label="irrelevant clips (truth)")
+    fig.axes[1].set_xticks(range(len(bad_captions)), ["irrelevant" if bad else str(j)
+                                                      for j, bad in enumerate(bad_captions.tolist())],
+                           fontsize=7, rotation=90)
+    for where, marker, label in ((shown < 0, "^", "irrelevant clips (truth)"),
+                                 (bad_captions, "s", "off-topic captions (truth)")):
+        spots = where.nonzero()[:, 0]
+        fig.axes[2].scatter(spots, torch.full((len(spots),), -0.05), marker=marker, color="red", label=label)
     fig.axes[2].legend(fontsize=7)
     fig.suptitle(f"S2DTW model, held-out pair {index} at noise {noise}")
     fig.savefig(path, dpi=100)
@@ -377,8 +377,8 @@ def main(argv: list[str] | None = None) -> dict[tuple[float, str], dict[str, flo
     start, load_at_start = time.perf_counter(), load_average()
     world = make_world(FEATURES, torch.Generator().manual_seed(args.seed))
     results, curves, skips = {}, {}, {}
-    for level, noise in enumerate(args.noise):
-        gen = torch.Generator().manual_seed(args.seed * 1000 + level + 1)
+    for noise in args.noise:  # a level's data depend on the seed and the level only: `--noise 0.4` gives its row
+        gen = torch.Generator().manual_seed(args.seed * 1000 + round(noise * 100))
         data, validation, test = (Pairs(*(t.to(device) for t in make_pairs(world, count, noise, gen)))
                                   for count in (args.train_pairs, args.test_pairs, args.test_pairs))
         curves[noise] = {}

@@ -41,6 +41,16 @@ def test_example_help():
     assert "--noise" in done.stdout and "--steps" in done.stdout
 
 
+BAD_ARGUMENTS = [["--noise", "0.4", "0.4"], ["--noise", "1.5"], ["--batch", "64", "--train-pairs", "32"],
+                 ["--test-pairs", "1"]]
+
+
+@pytest.mark.parametrize("bad", BAD_ARGUMENTS)
+def test_example_refuses_bad_arguments(example, bad):
+    with pytest.raises(SystemExit):
+        example.parse_args(bad)
+
+
 def test_retrieval_ranks(example):
     scores = torch.tensor([[3.0, 1.0, 2.0], [0.0, 1.0, 5.0], [1.0, 4.0, 2.0]])  # (captions, videos)
     # caption 0's video is ranked 1st, caption 1's 2nd, caption 2's 2nd
