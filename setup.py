@@ -29,9 +29,6 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 MIN_SETUPTOOLS = (77, 0)  # SPDX `license = "MIT"` and `license-files` (PEP 639)
 
-if tuple(int(part) for part in setuptools.__version__.split(".")[:2]) < MIN_SETUPTOOLS:
-    sys.exit(f"building s2dtw needs setuptools>=77 (found {setuptools.__version__}): pip install -U 'setuptools>=77'")
-
 
 def _flag(name: str) -> bool | None:
     value = os.environ.get(name)
@@ -193,7 +190,11 @@ class CMakeBuild(build_ext):
         return modules
 
 
-setup(
-    ext_modules=[CMakeExtension(name) for name in ["s2dtw._cpu"] + (["s2dtw._cuda"] if _use_cuda() else [])],
-    cmdclass={"build_ext": CMakeBuild},
-)
+if __name__ == "__main__":  # as setuptools runs it; tests/test_packaging.py imports the helpers above
+    if tuple(int(part) for part in setuptools.__version__.split(".")[:2]) < MIN_SETUPTOOLS:
+        sys.exit(f"building s2dtw needs setuptools>=77 (found {setuptools.__version__}): "
+                 "pip install -U 'setuptools>=77'")
+    setup(
+        ext_modules=[CMakeExtension(name) for name in ["s2dtw._cpu"] + (["s2dtw._cuda"] if _use_cuda() else [])],
+        cmdclass={"build_ext": CMakeBuild},
+    )

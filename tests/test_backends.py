@@ -41,10 +41,9 @@ def compiled_backend(request) -> str:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(problem=problems())
 def test_matches_reference_float64(compiled_backend, problem):
-    backend = compiled_backend
     cost, params, x_lengths, y_lengths = problem
     try:
-        value, grad = backend_value_grad(cost, backend, x_lengths=x_lengths, y_lengths=y_lengths, **params)
+        value, grad = backend_value_grad(cost, compiled_backend, x_lengths=x_lengths, y_lengths=y_lengths, **params)
     except ValueError as err:  # a band too narrow for these lengths is refused; tested elsewhere
         assume("cuts every path off" not in str(err))
         raise

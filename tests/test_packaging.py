@@ -1,9 +1,11 @@
 """What an installation tells its user: the stale-build warning, OpenMP and numba availability, the test header."""
 
+import importlib.util
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,3 +118,36 @@ def test_the_report_header_names_the_s2dtw_under_test():
     assert header[0].startswith(f"s2dtw {s2dtw.__version__} from ")
     assert os.path.dirname(s2dtw.__file__) in header[0]
     assert f"cpp={s2dtw.backends()['cpp']}" in header[1] and "openmp=" in header[1]
+
+
+@pytest.fixture(scope="module")
+def setup_py():
+    """The build script's helpers (setup.py runs setup() only as __main__, which is how setuptools runs it)."""
+    path = Path(__file__).resolve().parents[1] / "setup.py"
+    if not path.exists():
+        pytest.skip("needs the source tree's setup.py (these tests run from a copy of tests/)")
+    spec = importlib.util.spec_from_file_location("s2dtw_setup", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_cmake_cache_is_reused_only_with_the_same_sources_generator_and_compiler(setup_py, tmp_path, monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    (tmp_path / "CMakeCache.txt").write_text(
+        "// a comment\n# another\n"
+        f"CMAKE_HOME_DIRECTORY:INTERNAL={setup_py.ROOT / 'csrc'}\n"
+        "CMAKE_GENERATOR:INTERNAL=Ninja\n"
+        f"CMAKE_CXX_COMPILER:FILEPATH={sys.executable}\n"
+    )
+    cache = setup_py._read_cache(tmp_path)
+    assert cache["CMAKE_GENERATOR"] == "Ninja" and setup_py._read_cache(tmp_path / "none") == {}
+    assert setup_py._stale_reason({}, "Ninja", None) is None
+    assert setup_py._stale_reason(cache, "Ninja", None) is None
+    assert "generator Ninja -> Unix Makefiles" in setup_py._stale_reason(cache, "Unix Makefiles", None)
+    assert "sources in /elsewhere" in setup_py._stale_reason(dict(cache, CMAKE_HOME_DIRECTORY="/elsewhere"), "Ninja",
+                                                             None)
+    gone = dict(cache, CMAKE_CXX_COMPILER=str(tmp_path / "deleted-build-env" / "c++"))
+    assert "no longer exists" in setup_py._stale_reason(gone, "Ninja", None)
+    monkeypatch.setenv("CXX", "sh")  # a different compiler asked for than the one recorded
+    assert "CMAKE_CXX_COMPILER" in setup_py._stale_reason(cache, "Ninja", None)
