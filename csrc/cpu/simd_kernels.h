@@ -845,7 +845,26 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
   auto skew = [&](int64_t r0, int64_t r1) {
     constexpr int64_t kRows = 16;
     const int64_t H = band_rows(P, threads);
-    for (int64_t i0 = r0; i0 < r1; i0 += kRows) {
+    int64_t i_first = r0;
+    // W rows at a time (contiguous rows): row t's W columns from c - ib - t, transposed,
+    // are W slots of diagonals c .. c + W - 1 (the mirror of unskew's blocks).
+    using B = Block<Scalar>;
+    constexpr int W = B::W;
+    if (pb.stride_j == 1)
+      for (; i_first + W <= r1; i_first += W) {
+        const int64_t ib = i_first, c_end = ib + W - 1 + m - 1;
+        for (int64_t c = ib; c <= c_end; c += W) {
+          typename B::V r[W];
+          for (int t = 0; t < W; ++t) {
+            const int64_t j = c - ib - t;  // the column of row ib + t on diagonal c
+            const Scalar* row = src + (ib + t) * pb.stride_i;
+            r[t] = j >= 0 && j + W <= m ? B::load(row + j) : load_range(row + j, -j, m - j);
+          }
+          B::transpose(r);
+          for (int u = 0; u < W && c + u <= c_end; ++u) B::store(c_band + (c + u - r0) * H + (ib - r0), r[u]);
+        }
+      }
+    for (int64_t i0 = i_first; i0 < r1; i0 += kRows) {
       const int64_t rows = std::min(kRows, r1 - i0);
       for (int64_t c = i0; c < i0 + rows - 1 + m; ++c) {
         const int64_t k_lo = std::max<int64_t>(0, c - i0 - (m - 1)), k_hi = std::min(rows - 1, c - i0);
