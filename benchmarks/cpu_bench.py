@@ -752,11 +752,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failing libraries")
     parser.add_argument("--contention", action="store_true",
                         help="also time every library beside one busy process pinned to a CPU (worst-of-N)")
-    parser.add_argument("--worst-of", type=int, default=25, help="calls per library in contention mode")
+    parser.add_argument("--worst-of", type=int, default=25,
+                        help="calls per library in contention mode (at most 5 with --quick)")
     opts = parser.parse_args()
     unknown = [s for s in opts.shapes.split(",") if s not in SHAPES]
     if unknown:
         parser.error(f"unknown shapes {unknown}; choose from {list(SHAPES)}")
+    if opts.worst_of < 1:
+        parser.error("--worst-of must be >= 1")
+    if opts.quick:
+        opts.worst_of = min(opts.worst_of, 5)
     opts.dtype_names = [d.strip() for d in opts.dtypes.split(",") if d.strip()]
     for d in opts.dtype_names:
         if d not in ("float32", "float64"):
