@@ -28,8 +28,8 @@
 //    scheme. Wins for a few long pairs, where it has P + Q steps instead of P * Q.
 //    Limitation: a pair never uses more than one SM, so B = 1 runs on one SM.
 //
-//  `choose_plan` compares a rough cycle model of both (latency of one dependent
-//  cell vs. issue throughput of the SM, number of waves) and, for the block
+//  `choose_plan` compares a cycle model of both (dependent-chain latency vs. the SM's
+//  issue, with sm_90's per-cell instruction counts and the band's real work; waves) and, for the block
 //  regime, picks T among 32..1024. $S2DTW_CUDA_REGIME=thread|block and
 //  $S2DTW_CUDA_STRIP=T (a multiple of 32 up to 1024) override it: for tests and
 //  benchmarks; results are identical up to rounding either way.
@@ -260,7 +260,7 @@ __device__ __forceinline__ bool within(const Span& c, int q) { return q >= c.lo 
 
 // band_columns(), without its two 64-bit divisions where there is no band (width covers
 // every cell: then every row is [0, Q)); the thread regime calls it once per row.
-__device__ __forceinline__ Columns columns(int64_t P, int64_t Q, int64_t width, int64_t p) {
+__host__ __device__ __forceinline__ Columns columns(int64_t P, int64_t Q, int64_t width, int64_t p) {
   if (width >= (P - 1) * (Q - 1)) return {0, Q - 1};
   return band_columns(P, Q, width, p);
 }
@@ -630,26 +630,37 @@ int sm_count() {
   return std::max(sms, 1);
 }
 
-// A rough cycle model (numbers for an A100/H100 SM, 4 schedulers):
-// one cell on the critical path costs ~kCellLatency cycles (float64 adds, the
-// exp/log chain, the shared/L1 round trip and the barrier); issuing one cell for
-// a warp costs ~kWarpCellIssue scheduler cycles, an SM issuing 4 warps at once.
-Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms) {
-  constexpr double kCellLatency = 300.0, kWarpCellIssue = 40.0 / 4.0;
+// A cycle model of an H100/H200 SM (4 schedulers). A cell costs kCellIns warp-instructions
+// of issue (the static SASS of the cell loops for sm_90, forward + backward, as
+// benchmarks/cuda_predict.py reports them) and, on the dependent chain, ~kChain cycles per
+// instruction (about half of them, ~6 cycles each), plus a barrier and shared-memory hand-over
+// per step in the block regime. Work follows the band: only band cells are issued, only
+// band steps run. Each regime's estimate is waves x max(chain latency, the SM's issue).
+Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bool f64) {
+  const double ins = f64 ? (grad ? 985.0 : 560.0) : (grad ? 513.0 : 230.0);
+  constexpr double kChain = 3.0, kStepSync = 80.0, kThreadResident = 640.0;
   const double np = double(pb.n_pairs), s = double(sms);
-  // Thread regime: 2048 threads per SM, each walking P * Q dependent cells.
-  const double warps_per_sm = std::min(64.0, std::ceil(np / (32.0 * s)));
-  const double thread_est = std::ceil(np / (2048.0 * s)) * double(P) * double(Q) *
-                            std::max(kCellLatency, warps_per_sm * kWarpCellIssue);
+  const int64_t width = band_width(pb, P, Q);
+  double band_cells = 0;  // of a full block
+  for (int64_t p = 0; p < P; ++p) band_cells += double(columns(P, Q, width, p).hi - columns(P, Q, width, p).lo + 1);
+  // Thread regime: one chain of band_cells cells per thread, 32 threads per warp.
+  const double warps_per_sm = std::min(kThreadResident / 32.0, std::ceil(np / (32.0 * s)));
+  const double thread_est = std::ceil(np / (kThreadResident * s)) * band_cells * ins *
+                            std::max(kChain, warps_per_sm / 4.0);
   Plan best{true, 32};
   double best_est = -1;
   for (int T = 32; T <= kMaxStrip; T *= 2) {
     if (T > 32 && T / 2 >= P) break;  // taller strips than the grid only add idle threads
     const double per_sm = std::min({32.0, 2048.0 / T, std::ceil(np / s)});
-    const double waves = std::ceil(np / (per_sm * s));
-    const double strips = std::ceil(double(P) / T);
-    const double steps = strips * double(Q - 1) + double(P);  // sum over strips of Q + rows - 1
-    const double est = waves * steps * std::max(kCellLatency, per_sm * T / 32.0 * kWarpCellIssue);
+    double steps = 0, warp_cells = 0;  // per block: steps run, warp-cells issued
+    for (int64_t b0 = 0; b0 < P; b0 += T) {
+      const int64_t rows = std::min<int64_t>(T, P - b0);
+      const int64_t span = columns(P, Q, width, b0 + rows - 1).hi - columns(P, Q, width, b0).lo + 1;
+      steps += double(span + rows - 1);
+      warp_cells += std::ceil(rows / 32.0) * (double(span) + 31.0);
+    }
+    const double est = std::ceil(np / (per_sm * s)) *
+                       std::max(steps * (ins * kChain + kStepSync), per_sm * warp_cells * ins / 4.0);
     if (best_est < 0 || est < best_est) best_est = est, best.strip = T;
   }
   best.block = !(thread_est < best_est);
@@ -726,7 +737,7 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, voi
   k.gamma_f = {float(kLog2e / pb.gamma), float(kLn2 * pb.gamma)};
   k.smooth_f = {float(kLog2e * inv_s), float(kLn2 * pb.smoothing)};
 
-  const Plan plan = choose_plan(pb, z.P, z.Q, sm_count());
+  const Plan plan = choose_plan(pb, z.P, z.Q, sm_count(), with_grad, std::is_same_v<Scalar, double>);
   if (with_grad)
     launch<Scalar, true>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
   else
