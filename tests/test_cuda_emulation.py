@@ -188,7 +188,7 @@ def test_untrusted_lengths(emulated, tmp_path):
     assert proc.returncode == 0, f"the emulated kernels crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     results = torch.load(out)
     cost, layout = batched((len(UNTRUSTED[0]), 11, 9), *UNTRUSTED, seed=4)
-    bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(*UNTRUSTED)])
+    bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(*UNTRUSTED, strict=True)])
     ok_layout = Layout.batched(cost, layout.pair_n.clamp(1, 11), layout.pair_m.clamp(1, 9))
     ref_value, ref_grad = _dispatch.run("cpp", cost, ok_layout, UNTRUSTED_PARAMS, True)
     assert len(results) == 4
