@@ -37,7 +37,7 @@ def main() -> int:
                     value.sum().backward()
                     out[backend] = value.detach().cpu().double(), c.grad.cpu().double()
                 tol = 1e-9 if dtype == torch.float64 else 1e-4
-                ok = all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(out["cuda"], out["cpp"]))
+                ok = all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(out["cuda"], out["cpp"], strict=True))
                 failures += not ok
                 print(f"{regime:6s} {str(dtype):14s} band={bandwidth}: {'ok' if ok else 'MISMATCH'}", flush=True)
     torch.cuda.synchronize()

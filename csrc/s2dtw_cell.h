@@ -56,11 +56,6 @@ S2DTW_HD T lesser(T a, T b) {
   return b < a ? b : a;
 }
 
-S2DTW_HD float fast_exp(float v) { return expf(v); }
-S2DTW_HD double fast_exp(double v) { return exp(v); }
-S2DTW_HD float fast_log(float v) { return logf(v); }
-S2DTW_HD double fast_log(double v) { return log(v); }
-
 // softmin_g(a, b, c) = -g log(e^{-a/g} + e^{-b/g} + e^{-c/g}), shifted by the
 // minimum so it never overflows; +inf arguments drop out. When `weights` is
 // given it receives d softmin / d(a, b, c), which sum to one.
@@ -71,9 +66,9 @@ S2DTW_HD T softmin3(T a, T b, T c, T gamma, T inv_gamma, T* weights) {
     if (weights) weights[0] = weights[1] = weights[2] = T(0);
     return lo;
   }
-  const T ea = fast_exp((lo - a) * inv_gamma);
-  const T eb = fast_exp((lo - b) * inv_gamma);
-  const T ec = fast_exp((lo - c) * inv_gamma);
+  const T ea = std::exp((lo - a) * inv_gamma);
+  const T eb = std::exp((lo - b) * inv_gamma);
+  const T ec = std::exp((lo - c) * inv_gamma);
   const T sum = ea + eb + ec;
   if (weights) {
     const T inv = T(1) / sum;
@@ -81,7 +76,7 @@ S2DTW_HD T softmin3(T a, T b, T c, T gamma, T inv_gamma, T* weights) {
     weights[1] = eb * inv;
     weights[2] = ec * inv;
   }
-  return lo - gamma * fast_log(sum);
+  return lo - gamma * std::log(sum);
 }
 
 // Read-only view of one pair's cost, converting to the accumulation type T.

@@ -398,5 +398,5 @@ def test_cuda_graph_training_step(loss_name):
         graph.replay()
         expected = step(eager_model, eager_opt, x, y, xl, yl)
         torch.testing.assert_close(static_loss, expected, **F64)
-        for p, q in zip(model.parameters(), eager_model.parameters()):
+        for p, q in zip(model.parameters(), eager_model.parameters(), strict=True):
             torch.testing.assert_close(p, q, **F64)

@@ -188,7 +188,7 @@ def test_untrusted_lengths(emulated, tmp_path):
     assert proc.returncode == 0, f"the emulated kernels crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     results = torch.load(out)
     cost, layout = batched((len(UNTRUSTED[0]), 11, 9), *UNTRUSTED, seed=4)
-    bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(*UNTRUSTED)])
+    bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(*UNTRUSTED, strict=True)])
     ok_layout = Layout.batched(cost, layout.pair_n.clamp(1, 11), layout.pair_m.clamp(1, 9))
     ref_value, ref_grad = _dispatch.run("cpp", cost, ok_layout, UNTRUSTED_PARAMS, True)
     assert len(results) == 4
@@ -209,3 +209,22 @@ def test_value_alone_equals_value_with_gradient(emulated, monkeypatch):
         alone, _ = run_emulated(emulated, cost, layout, params, need_grad=False)
         with_grad, _ = run_emulated(emulated, cost, layout, params, need_grad=True)
         assert torch.equal(alone, with_grad)
+
+
+@pytest.mark.parametrize("variant", ["soft-dtw", "s2dtw"])
+def test_float32_accuracy_small_gamma(emulated, monkeypatch, variant):
+    """tests/test_cuda.py's accuracy target, emulated: float32 gradients at gamma = 0.01 on 512 x 512 with
+    costs ~10 within 1e-3 of float64 (thread regime: one thread, fast here; the same softmin as the block
+    regime). Host exp2f / log2f stand in for the GPU's ex2.approx / lg2.approx (~2 ulp), so this checks the
+    float32 algebra (two exps, base-2 scaling, what is rounded where), the GPU test the hardware's rounding."""
+    set_regime(monkeypatch, "thread")
+    gen = torch.Generator().manual_seed(11)
+    cost = (torch.rand(1, 512, 512, generator=gen, dtype=torch.float64) * 20).float()
+    layout = Layout.batched(cost, torch.tensor([512]), torch.tensor([512]))
+    params = Params(gamma=0.01, **VARIANTS[variant])
+    v32, g32 = run_emulated(emulated, cost, layout, params, need_grad=True)
+    v64, g64 = _dispatch.run("cpp", cost.double(), Layout.batched(cost.double(), layout.pair_n, layout.pair_m),
+                             params, True)
+    err = (g32.double() - g64).abs().max().item()
+    assert err < 1e-3, f"{variant}: float32 gradient off by {err:.3g}"
+    torch.testing.assert_close(v32.double(), v64, rtol=1e-6, atol=1e-3)

@@ -28,8 +28,8 @@
 //    scheme. Wins for a few long pairs, where it has P + Q steps instead of P * Q.
 //    Limitation: a pair never uses more than one SM, so B = 1 runs on one SM.
 //
-//  `choose_plan` compares a rough cycle model of both (latency of one dependent
-//  cell vs. issue throughput of the SM, number of waves) and, for the block
+//  `choose_plan` compares a cycle model of both (dependent-chain latency vs. the SM's
+//  issue, with sm_90's per-cell instruction counts and the band's real work; waves) and, for the block
 //  regime, picks T among 32..1024. $S2DTW_CUDA_REGIME=thread|block and
 //  $S2DTW_CUDA_STRIP=T (a multiple of 32 up to 1024) override it: for tests and
 //  benchmarks; results are identical up to rounding either way.
@@ -129,54 +129,86 @@ struct Pub {
   double au, ad, su, sd;
 };
 
+// softmin_g as the kernels compute it: lo - back * L(1 + E(scale (lo - x)) + E(scale (lo - y))),
+// where x, y are the two arguments other than the minimum lo (whose own term is exactly 1).
+// float: E = 2^v, L = log2 (one MUFU instruction each), scale = log2(e) / g, back = g ln 2;
+// double: E = e^v, L = ln (as the C++ kernel), scale = 1 / g, back = g.
+template <typename M>
+struct Scale {
+  M scale, back;
+};
+
 // Constants of one call, pre-divided (a float64 division per cell is not free).
 struct Consts {
-  double gamma, inv_gamma, smoothing, inv_smoothing;
-  float gamma_f, inv_gamma_f, smoothing_f, inv_smoothing_f;
+  double smoothing;
+  Scale<double> gamma_d, smooth_d;
+  Scale<float> gamma_f, smooth_f;
+  template <typename M>
+  __device__ __forceinline__ const Scale<M>& gamma() const {
+    if constexpr (std::is_same_v<M, double>) return gamma_d; else return gamma_f;
+  }
+  template <typename M>
+  __device__ __forceinline__ const Scale<M>& smooth() const {
+    if constexpr (std::is_same_v<M, double>) return smooth_d; else return smooth_f;
+  }
 };
 
 // The type exp/log run in: float for float32 inputs, double for float64.
 template <typename Scalar>
 using MathOf = std::conditional_t<std::is_same_v<Scalar, double>, double, float>;
 
-// softmin_g(a, b, c) of float64 arguments, weights (nullable) into M.
-__device__ __forceinline__ double softmin_mixed(double a, double b, double c, double g, double ig, float,
-                                                float, double* w) {
-  return softmin3<double>(a, b, c, g, ig, w);
-}
-__device__ __forceinline__ double softmin_mixed(double a, double b, double c, double, double, float gf,
-                                                float igf, float* w) {
+// float32: ex2.approx / lg2.approx (~2 ulp; MUFU.EX2 / MUFU.LG2, no libm range reduction).
+// Their arguments are small where it matters: 2^v with v <= 0 only carries weight for
+// small |v|, and the log's argument is in [1, 3]. The emulation uses libm's exp2f / log2f.
+#ifdef __CUDA_ARCH__
+__device__ __forceinline__ float exp_of(float v) { asm("ex2.approx.ftz.f32 %0, %0;" : "+f"(v)); return v; }
+__device__ __forceinline__ float log_of(float v) { asm("lg2.approx.ftz.f32 %0, %0;" : "+f"(v)); return v; }
+#else
+__device__ __forceinline__ float exp_of(float v) { return exp2f(v); }
+__device__ __forceinline__ float log_of(float v) { return log2f(v); }
+#endif
+__device__ __forceinline__ double exp_of(double v) { return exp(v); }
+__device__ __forceinline__ double log_of(double v) { return log(v); }
+
+// softmin of float64 arguments (+inf drops out), d softmin / d(a, b, c) into w (nullable)
+// in M. For float32 only the two shifted differences are rounded to float (the minimum's
+// is exactly 0), so the float rounding touches the O(g) correction, not lo. Ties: an exact
+// 0 difference gives 2^0 = 1 as well, the tied arguments share the weight.
+template <typename M>
+__device__ __forceinline__ double softmin(double a, double b, double c, const Scale<M>& g, M* w) {
   const double lo = lesser(a, lesser(b, c));
   if (lo == infinity<double>()) {
-    if (w) w[0] = w[1] = w[2] = 0.f;
+    if (w) w[0] = w[1] = w[2] = M(0);
     return lo;
   }
-  // The shifted minimum is exactly 0, so softmin3 sees the same arguments it
-  // would in float64, only rounded to float32 after the (exact-ish) subtraction.
-  const float r = softmin3<float>(float(a - lo), float(b - lo), float(c - lo), gf, igf, w);
-  return lo + double(r);
+  const bool a_min = a == lo, b_min = !a_min && b == lo;
+  const double x = a_min ? b : a, y = a_min || b_min ? c : b;  // the two others, in order
+  const M ex = exp_of(M(lo - x) * g.scale), ey = exp_of(M(lo - y) * g.scale);
+  const M sum = M(1) + ex + ey;
+  if (w) {
+    const M inv = M(1) / sum, wx = ex * inv, wy = ey * inv;
+    w[0] = a_min ? inv : wx;
+    w[1] = a_min ? wx : b_min ? inv : wy;
+    w[2] = a_min || b_min ? wy : inv;
+  }
+  return lo - double(g.back * log_of(sum));
 }
 
-// D[i, j] (see smoothed_cost in s2dtw_cell.h) as float64; float64 inputs use the
-// header's function itself, float32 ones its twin with the mixed softmin.
+// D[i, j] (see smoothed_cost in s2dtw_cell.h) as float64, with the softmin above.
 template <typename M, typename Scalar>
 __device__ __forceinline__ double smoothed_acc(const Problem& pb, const CostView<double, Scalar>& cv, int64_t i,
                                                int64_t j, const Consts& k, M* w) {
-  if constexpr (std::is_same_v<M, double>) {
-    return smoothed_cost<double, Scalar>(pb, cv, i, j, w);
-  } else {
-    const double c = cv(i, j);
-    if (!pb.smooth) return c;
-    if (i == 0 && j == 0) {
-      if (w) w[0] = w[1] = w[2] = 0.f;
-      return c - k.smoothing * 1.0986122886681098;  // softmin_s(0, 0, 0) = -s ln 3, as the header
-    }
-    const double inf = infinity<double>();
-    const double left = j > 0 ? cv(i, j - 1) : inf;
-    const double up = i > 0 ? cv(i - 1, j) : inf;
-    const double diag = (i > 0 && j > 0) ? cv(i - 1, j - 1) : inf;
-    return c + softmin_mixed(left, up, diag, k.smoothing, k.inv_smoothing, k.smoothing_f, k.inv_smoothing_f, w);
+  const double c = cv(i, j);
+  if (!pb.smooth) return c;
+  if (i == 0 && j == 0) {
+    if (w) w[0] = w[1] = w[2] = M(0);
+    return c - k.smoothing * 1.0986122886681098;  // softmin_s(0, 0, 0) = -s ln 3, as the header
   }
+  const double inf = infinity<double>();
+  const double left = j > 0 ? cv(i, j - 1) : inf;
+  const double up = i > 0 ? cv(i - 1, j) : inf;
+  const double diag = (i > 0 && j > 0) ? cv(i - 1, j - 1) : inf;
+  return c + softmin<M>(left, up, diag, k.smooth<M>(), w);
 }
 
 // W[p, q] (see grid_cell in s2dtw_cell.h) as float64.
@@ -226,6 +258,13 @@ struct Span {
 __device__ __forceinline__ Span span(const Columns& c) { return {int(c.lo), int(c.hi)}; }
 __device__ __forceinline__ bool within(const Span& c, int q) { return q >= c.lo && q <= c.hi; }
 
+// band_columns(), without its two 64-bit divisions where there is no band (width covers
+// every cell: then every row is [0, Q)); the thread regime calls it once per row.
+__host__ __device__ __forceinline__ Columns columns(int64_t P, int64_t Q, int64_t width, int64_t p) {
+  if (width >= (P - 1) * (Q - 1)) return {0, Q - 1};
+  return band_columns(P, Q, width, p);
+}
+
 // Grid columns of row p whose cost cell can get a nonzero gradient: the band,
 // widened by what the smoothing spreads (the cost cell (i, j) also takes the
 // gradient of D[i, j+1], D[i+1, j] and D[i+1, j+1]): [lo(p) - d, hi(p + d)], where
@@ -233,8 +272,8 @@ __device__ __forceinline__ bool within(const Span& c, int q) { return q >= c.lo 
 // The backward visits them; the cost cells outside get a zero gradient.
 __device__ __forceinline__ Columns grad_columns(const Problem& pb, int64_t P, int64_t Q, int64_t width, int64_t p) {
   const int64_t d = pb.smooth ? (pb.weak ? 2 : 1) : 0;
-  const int64_t lo = band_columns(P, Q, width, p).lo - d;
-  return {lo < 0 ? 0 : lo, band_columns(P, Q, width, p + d < P ? p + d : P - 1).hi};
+  const int64_t lo = columns(P, Q, width, p).lo - d;
+  return {lo < 0 ? 0 : lo, columns(P, Q, width, p + d < P ? p + d : P - 1).hi};
 }
 
 // The cost columns j whose grid column (2 j + 1 on the weak grid) lies in `c`.
@@ -293,7 +332,7 @@ __global__ void __launch_bounds__(kThreadBlock)
   // but never read again, since the band's columns only move right.
   for (int q = 1; q <= Q; ++q) S(q) = inf;  // R[0, q]
   for (int p = 0; p < P; ++p) {
-    const Columns band = band_columns(P, Q, width, p);
+    const Columns band = columns(P, Q, width, p);
     const int lo = int(band.lo), hi = int(band.hi);
     // R[p, lo] (R is 1-based here, R[p+1, q+1] is cell (p, q)), then cell (p, lo - 1) := +inf.
     double diag = lo == 0 ? (p == 0 ? 0.0 : inf) : S(lo);
@@ -302,8 +341,7 @@ __global__ void __launch_bounds__(kThreadBlock)
     for (int q = lo; q <= hi; ++q) {
       const double up = S(q + 1);
       M w[3] = {M(0), M(0), M(0)};
-      const double soft = softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
-                                        kGrad ? w : static_cast<M*>(nullptr));
+      const double soft = softmin<M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
       const double r = grid_acc<M, Scalar>(pb, cv, p, q, k) + soft;
       if constexpr (kGrad) tape[(int64_t(p) * Qb + q) * NP + b] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
       S(q + 1) = r;
@@ -323,7 +361,7 @@ __global__ void __launch_bounds__(kThreadBlock)
     if (pb.smooth)
       for (int64_t l = 0; l < m; ++l) S(SU + l) = S(SD + l) = 0.0;
     for (int p = P - 1; p >= 0; --p) {
-      const Columns band = band_columns(P, Q, width, p);
+      const Columns band = columns(P, Q, width, p);
       const Columns visit = pb.banded ? grad_columns(pb, P, Q, width, p) : Columns{0, Q - 1};
       const int qlo = int(visit.lo), qhi = int(visit.hi);
       double ad_next = 0.0;    // E w_diag of (p+1, q+1), read one column ahead
@@ -382,8 +420,8 @@ __global__ void __launch_bounds__(kThreadBlock)
 // `tape + b * tape_stride` the tape: strip by strip, the cell (b0 + t, q) of a
 // strip of `rows` rows at [b0 * Q + ((q + t) mod Q) * rows + t], so that the
 // cells of one step (q + t = s) are contiguous (coalesced stores and loads).
-template <typename Scalar, bool kGrad>
-__global__ void __launch_bounds__(kMaxStrip)
+template <typename Scalar, bool kGrad, int kMaxThreads>
+__global__ void __launch_bounds__(kMaxThreads)
     block_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
                  Scalar* __restrict__ grad, double* scratch, int64_t scratch_stride, Tape2<Scalar>* tape,
                  int64_t tape_stride) {
@@ -421,10 +459,10 @@ __global__ void __launch_bounds__(kMaxStrip)
     const int p = b0 + t;
     const bool active = t < rows;
     const bool feeds_next = t == rows - 1 && b0 + rows < P;  // last row of a strip with one below
-    const Span band = span(band_columns(P, Q, width, active ? p : 0));
-    const Span above = p > 0 && active ? span(band_columns(P, Q, width, p - 1)) : Span{1, 0};
-    const int s_first = int(band_columns(P, Q, width, b0).lo);
-    const int s_end = int(band_columns(P, Q, width, b0 + rows - 1).hi) + rows;
+    const Span band = span(columns(P, Q, width, active ? p : 0));
+    const Span above = p > 0 && active ? span(columns(P, Q, width, p - 1)) : Span{1, 0};
+    const int s_first = int(columns(P, Q, width, b0).lo);
+    const int s_end = int(columns(P, Q, width, b0 + rows - 1).hi) + rows;
     Tape2<Scalar>* ts = kGrad ? tp + int64_t(b0) * Q : nullptr;
     // The thread's first cell is q0; left of it R is +inf in rows b0 + 1.. of the
     // strip (q0 - 1 < lo(b0) <= their lo), and row b0 reads R[p, q0] from the buffer.
@@ -444,8 +482,7 @@ __global__ void __launch_bounds__(kMaxStrip)
         M w[3] = {M(0), M(0), M(0)};
         double r = inf;  // outside the band: no path, zero weights
         if (within(band, q))
-          r = w_cell + softmin_mixed(diag, up, left, k.gamma, k.inv_gamma, k.gamma_f, k.inv_gamma_f,
-                                     kGrad ? w : static_cast<M*>(nullptr));
+          r = w_cell + softmin<M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
         if (within(band, q + 1)) w_cell = grid_acc<M, Scalar>(pb, cv, p, q + 1, k);
         if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
@@ -479,13 +516,13 @@ __global__ void __launch_bounds__(kMaxStrip)
       const int p = b0 + t;
       const bool active = t < rows;
       const bool cost_row = !pb.weak || (p & 1);
-      const Span band = span(band_columns(P, Q, width, active ? p : 0));
-      const Span below = active && p + 1 < P ? Span{int(band_columns(P, Q, width, p + 1).lo),
-                                                    int(band_columns(P, Q, width, min(p + 1 + relay, P - 1)).hi)}
+      const Span band = span(columns(P, Q, width, active ? p : 0));
+      const Span below = active && p + 1 < P ? Span{int(columns(P, Q, width, p + 1).lo),
+                                                    int(columns(P, Q, width, min(p + 1 + relay, P - 1)).hi)}
                                              : Span{1, 0};
       const Span gcols = span(grad_columns(pb, P, Q, width, active ? p : 0));  // where this row writes the gradient
       const int s_first = int(grad_columns(pb, P, Q, width, b0).lo);
-      const int s_last = int(band_columns(P, Q, width, min(b0 + rows - 1 + reach, P - 1)).hi) + rows - 1;
+      const int s_last = int(columns(P, Q, width, min(b0 + rows - 1 + reach, P - 1)).hi) + rows - 1;
       const Tape2<Scalar>* ts = tp + int64_t(b0) * Q;
       double ad_next = 0.0, left_prod = 0.0, sd_next = 0.0, s_left = 0.0;  // as in thread_kernel
       int srow = s_last % Q;
@@ -593,26 +630,37 @@ int sm_count() {
   return std::max(sms, 1);
 }
 
-// A rough cycle model (numbers for an A100/H100 SM, 4 schedulers):
-// one cell on the critical path costs ~kCellLatency cycles (float64 adds, the
-// exp/log chain, the shared/L1 round trip and the barrier); issuing one cell for
-// a warp costs ~kWarpCellIssue scheduler cycles, an SM issuing 4 warps at once.
-Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms) {
-  constexpr double kCellLatency = 300.0, kWarpCellIssue = 40.0 / 4.0;
+// A cycle model of an H100/H200 SM (4 schedulers). A cell costs kCellIns warp-instructions
+// of issue (the static SASS of the cell loops for sm_90, forward + backward, as
+// benchmarks/cuda_predict.py reports them) and, on the dependent chain, ~kChain cycles per
+// instruction (about half of them, ~6 cycles each), plus a barrier and shared-memory hand-over
+// per step in the block regime. Work follows the band: only band cells are issued, only
+// band steps run. Each regime's estimate is waves x max(chain latency, the SM's issue).
+Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bool f64) {
+  const double ins = f64 ? (grad ? 985.0 : 560.0) : (grad ? 513.0 : 230.0);
+  constexpr double kChain = 3.0, kStepSync = 80.0, kThreadResident = 640.0;
   const double np = double(pb.n_pairs), s = double(sms);
-  // Thread regime: 2048 threads per SM, each walking P * Q dependent cells.
-  const double warps_per_sm = std::min(64.0, std::ceil(np / (32.0 * s)));
-  const double thread_est = std::ceil(np / (2048.0 * s)) * double(P) * double(Q) *
-                            std::max(kCellLatency, warps_per_sm * kWarpCellIssue);
+  const int64_t width = band_width(pb, P, Q);
+  double band_cells = 0;  // of a full block
+  for (int64_t p = 0; p < P; ++p) band_cells += double(columns(P, Q, width, p).hi - columns(P, Q, width, p).lo + 1);
+  // Thread regime: one chain of band_cells cells per thread, 32 threads per warp.
+  const double warps_per_sm = std::min(kThreadResident / 32.0, std::ceil(np / (32.0 * s)));
+  const double thread_est = std::ceil(np / (kThreadResident * s)) * band_cells * ins *
+                            std::max(kChain, warps_per_sm / 4.0);
   Plan best{true, 32};
   double best_est = -1;
   for (int T = 32; T <= kMaxStrip; T *= 2) {
     if (T > 32 && T / 2 >= P) break;  // taller strips than the grid only add idle threads
     const double per_sm = std::min({32.0, 2048.0 / T, std::ceil(np / s)});
-    const double waves = std::ceil(np / (per_sm * s));
-    const double strips = std::ceil(double(P) / T);
-    const double steps = strips * double(Q - 1) + double(P);  // sum over strips of Q + rows - 1
-    const double est = waves * steps * std::max(kCellLatency, per_sm * T / 32.0 * kWarpCellIssue);
+    double steps = 0, warp_cells = 0;  // per block: steps run, warp-cells issued
+    for (int64_t b0 = 0; b0 < P; b0 += T) {
+      const int64_t rows = std::min<int64_t>(T, P - b0);
+      const int64_t span = columns(P, Q, width, b0 + rows - 1).hi - columns(P, Q, width, b0).lo + 1;
+      steps += double(span + rows - 1);
+      warp_cells += std::ceil(rows / 32.0) * (double(span) + 31.0);
+    }
+    const double est = std::ceil(np / (per_sm * s)) *
+                       std::max(steps * (ins * kChain + kStepSync), per_sm * warp_cells * ins / 4.0);
     if (best_est < 0 || est < best_est) best_est = est, best.strip = T;
   }
   best.block = !(thread_est < best_est);
@@ -641,7 +689,8 @@ void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z
     if (pb.n_pairs > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 pairs");
     const int T = plan.strip;
     const size_t smem = kGrad ? 2 * size_t(T) * sizeof(Pub) : 2 * size_t(T) * sizeof(double);
-    auto kernel = block_kernel<Scalar, kGrad>;
+    auto kernel = T <= 256 ? block_kernel<Scalar, kGrad, 256>
+                  : T <= 512 ? block_kernel<Scalar, kGrad, 512> : block_kernel<Scalar, kGrad, kMaxStrip>;
     if (smem > 48 * 1024)
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "cudaFuncSetAttribute(block_kernel)");
@@ -679,17 +728,16 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, voi
   auto* tape = with_grad ? reinterpret_cast<Tape2<Scalar>*>(base) : nullptr;
   auto* scratch = reinterpret_cast<double*>(base + z.tape_bytes);
 
+  constexpr double kLog2e = 1.4426950408889634, kLn2 = 0.6931471805599453;
   Consts k;
-  k.gamma = pb.gamma;
-  k.inv_gamma = 1.0 / pb.gamma;
   k.smoothing = pb.smoothing;
-  k.inv_smoothing = pb.smooth ? 1.0 / pb.smoothing : 0.0;
-  k.gamma_f = float(k.gamma);
-  k.inv_gamma_f = float(k.inv_gamma);
-  k.smoothing_f = float(k.smoothing);
-  k.inv_smoothing_f = float(k.inv_smoothing);
+  const double inv_s = pb.smooth ? 1.0 / pb.smoothing : 0.0;
+  k.gamma_d = {1.0 / pb.gamma, pb.gamma};
+  k.smooth_d = {inv_s, pb.smoothing};
+  k.gamma_f = {float(kLog2e / pb.gamma), float(kLn2 * pb.gamma)};
+  k.smooth_f = {float(kLog2e * inv_s), float(kLn2 * pb.smoothing)};
 
-  const Plan plan = choose_plan(pb, z.P, z.Q, sm_count());
+  const Plan plan = choose_plan(pb, z.P, z.Q, sm_count(), with_grad, std::is_same_v<Scalar, double>);
   if (with_grad)
     launch<Scalar, true>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
   else

@@ -59,8 +59,8 @@ def build() -> Path:
         objects = [Path(tmp) / f"{src.stem}.o" for src in SOURCES]
         jobs = [subprocess.Popen([cxx, *FLAGS, *_includes(), "-x", "c++", "-c", str(src), "-o", str(obj)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for src, obj in zip(SOURCES, objects)]  # the two units in parallel
-        for job, src in zip(jobs, SOURCES):
+                for src, obj in zip(SOURCES, objects, strict=True)]  # the two units in parallel
+        for job, src in zip(jobs, SOURCES, strict=True):
             out, _ = job.communicate()
             if job.returncode:
                 raise RuntimeError(f"compiling {src.name} for the CUDA emulation failed:\n{out[-4000:]}")
