@@ -817,7 +817,7 @@ def main() -> None:
                 timed = [p for p in prepared if p.row.status != "error"]
                 with contention.BusyProcess():
                     busy = contention.time_contended([p.fwdbwd for p in timed], opts.worst_of)
-                for p, times in zip(timed, busy):
+                for p, times in zip(timed, busy, strict=True):
                     p.row.busy_times_ms = times
             for p in prepared:
                 r = p.row

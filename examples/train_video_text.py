@@ -29,8 +29,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -232,7 +233,7 @@ def null_cell_use(model: Model, test: Pairs) -> dict[str, float]:
     steps, irrelevant = shown >= 0, test.irrelevant_clips.to(video.device)
     own = cost.gather(2, shown.clamp_min(0)[..., None])[..., 0]
     means = (result.x_skipped[irrelevant], result.x_skipped[steps], cost.mean(2)[irrelevant], own[steps])
-    return dict(zip(NULL_CELL_USE, (values.mean().item() for values in means)))  # no clips (noise 0): nan
+    return dict(zip(NULL_CELL_USE, (values.mean().item() for values in means), strict=True))  # no clips (noise 0): nan
 
 
 def plot_curves(curves: dict[float, dict[str, Curve]], path: Path) -> None:

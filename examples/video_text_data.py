@@ -82,7 +82,7 @@ def make_pairs(world: World, count: int, noise: float, gen: torch.Generator) -> 
     lengths = torch.empty(count, dtype=torch.int64)
     clip_captions = torch.full((count, max_clips), -1, dtype=torch.int64)
     irrelevant_captions = torch.zeros(count, STEPS_PER_TASK, dtype=torch.bool)
-    for p, (task, plan) in enumerate(zip(tasks, plans)):
+    for p, (task, plan) in enumerate(zip(tasks, plans, strict=True)):
         for j, step in enumerate(task.tolist()):
             irrelevant_captions[p, j] = _chance(noise / 3, gen)
             # off-topic sentences are all different; the irrelevant clips come from a few backgrounds

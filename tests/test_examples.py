@@ -67,7 +67,7 @@ def test_synthetic_pairs_follow_the_noise_level(example):
     clean, noisy = make_pairs(world, 50, 0.0, gen), make_pairs(world, 50, 0.9, gen)
     assert not clean.irrelevant_clips.any() and not clean.irrelevant_captions.any()
     # clean videos show every step, in order, each for one or two clips
-    for captions, length in zip(clean.clip_captions, clean.video_lengths):
+    for captions, length in zip(clean.clip_captions, clean.video_lengths, strict=True):
         shown = captions[:length]
         assert (shown[1:] >= shown[:-1]).all() and set(shown.tolist()) == set(range(STEPS_PER_TASK))
         assert STEPS_PER_TASK <= length <= 2 * STEPS_PER_TASK and (captions[length:] == -1).all()
