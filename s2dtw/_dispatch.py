@@ -95,7 +95,7 @@ class Layout:
 
         Both layouts are blocks of (rows of x) x (pairs_per_x) x (columns of y).
         """
-        if grad.dim() == 3 and self.pairs_per_x == 1:  # a (B, N, M) batch: the simpler broadcast is ~15 % faster
+        if grad.dim() == 3 and self.pairs_per_x == 1:  # a (B, N, M) batch: a plain broadcast, no 4-d view
             return grad * grad_value.reshape(-1, 1, 1)
         blocks = grad.reshape(-1, self.block_n, self.pairs_per_x, self.block_m)
         return (blocks * grad_value.reshape(-1, 1, self.pairs_per_x, 1)).reshape(grad.shape)

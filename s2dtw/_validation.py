@@ -163,14 +163,19 @@ def check_cost(cost: object, shape: tuple[int, int, int] | None = None) -> torch
     return cost
 
 
-def check_lengths(name: str, lengths: Lengths, batch: int, full: int) -> torch.Tensor:
-    """(B,) int64 lengths in [1, full], on the CPU; None means every sequence is `full` long.
+def check_lengths(name: str, lengths: Lengths, batch: int, full: int,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B,) int64 lengths in [1, full] on `device` (the inputs'); None means every sequence is `full` long.
 
-    Reading the values of lengths given on a GPU synchronises with it once. Under torch.compile
-    only the shape is checked and the tensor stays where it is.
+    Nothing here reads a GPU value on the host (docs/semantics.md, "CUDA: no host synchronisation"):
+    lengths on the CUDA inputs' device, and any tensor under torch.compile, are checked for shape and
+    dtype only, and the kernels check their range themselves. Lengths held on the host for CUDA inputs
+    are checked here and sent with one non-blocking copy from pinned memory (refused during CUDA-graph
+    capture, where the copy would replay from a freed buffer).
     """
+    device = torch.device(device)
     if lengths is None:
-        return torch.full((batch,), full, dtype=torch.int64)
+        return torch.full((batch,), full, dtype=torch.int64, device=device)
     traced = compiling() and isinstance(lengths, torch.Tensor)  # a list's values are known while tracing
     if not isinstance(lengths, torch.Tensor):
         try:  # no dtype given: [2.7, 3.9] and [True, True] must fail below as the same tensors do
@@ -180,17 +185,25 @@ def check_lengths(name: str, lengths: Lengths, batch: int, full: int) -> torch.T
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
     _check_device(name, lengths)
-    if traced:  # shape only: the range check would read the values on the host
-        if lengths.shape != (batch,):
-            raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(lengths.shape)}")
-        return lengths.to(torch.int64)
+    if lengths.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(lengths.shape)}")
+    on_device = device.type == "cuda" and lengths.is_cuda
+    if on_device and lengths.device != device:
+        raise ValueError(f"{name} is on {lengths.device} but the inputs are on {device}")
+    if traced or on_device:  # shape only: the range check would read the values on the host
+        return lengths.to(device, torch.int64)
     values = lengths.detach().to("cpu", torch.int64)
-    if values.shape != (batch,):
-        raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(values.shape)}")
     low, high = int(values.min()), int(values.max())
     if low < 1 or high > full:
         raise ValueError(f"{name} must lie in [1, {full}] (the padded length), got values in [{low}, {high}]")
-    return values
+    if device.type != "cuda":
+        return values
+    if compiling():  # traced: the copy is the graph's to schedule (no pinning, no capture query in a trace)
+        return values.to(device)
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise ValueError(f"{name} is on the host while a CUDA graph is being captured: pass it as a CUDA tensor "
+                         "(or None), so that the graph reads it from the device on every replay")
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def _band_connects(rows: int, cols: int, width: float) -> bool:
@@ -214,7 +227,9 @@ def check_band(params: Params, x_lengths: torch.Tensor, y_lengths: torch.Tensor,
 
     Pairs are (x_lengths[b], y_lengths[b]), or every combination when `all_pairs`.
     """
-    if params.bandwidth is None or compiling():  # traced code cannot branch on the lengths' values
+    # Traced code cannot branch on the lengths' values, and reading CUDA lengths would synchronise
+    # with the GPU: there an unreachable end cell gives a +inf value instead (docs/semantics.md).
+    if params.bandwidth is None or compiling() or x_lengths.is_cuda:
         return
     xs, ys = x_lengths.tolist(), y_lengths.tolist()
     pairs = {(a, b) for a in set(xs) for b in set(ys)} if all_pairs else set(zip(xs, ys, strict=True))

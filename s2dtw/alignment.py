@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from . import functional
 from ._cost import Metric, compute_dtype, cost_matrix
-from ._validation import Lengths, check_cost, check_options, check_params, check_sequences, uses_cost
+from ._validation import Lengths, check_cost, check_lengths, check_options, check_params, check_sequences, uses_cost
 
 
 class SoftAlignment(NamedTuple):
@@ -72,8 +72,8 @@ def soft_alignment(
     grid = torch.full((batch, 2 * n + 1, 2 * m + 1), float(threshold), dtype=cost.dtype, device=cost.device)
     grid[:, 1::2, 1::2] = _smoothed(cost.detach(), smoothing)
     grid.requires_grad_()
-    common["x_lengths"] = 2 * functional._device_lengths("x_lengths", x_lengths, batch, n, cost.device) + 1
-    common["y_lengths"] = 2 * functional._device_lengths("y_lengths", y_lengths, batch, m, cost.device) + 1
+    common["x_lengths"] = 2 * check_lengths("x_lengths", x_lengths, batch, n, cost.device) + 1
+    common["y_lengths"] = 2 * check_lengths("y_lengths", y_lengths, batch, m, cost.device) + 1
     with torch.enable_grad():
         # On the explicit grid, a band of b elements is one of 2b cells.
         dense = functional.soft_dtw(cost=grid, bandwidth=None if bandwidth is None else 2 * bandwidth, **common)

@@ -20,45 +20,6 @@ from ._validation import (
 )
 
 
-def _device_lengths(name: str, lengths: Lengths, batch: int, full: int, device: torch.device) -> torch.Tensor:
-    """(B,) int64 lengths on `device`, made without reading anything from a GPU on the host.
-
-    CPU inputs: check_lengths. CUDA inputs (docs/semantics.md, "CUDA: no host synchronisation"):
-    ``None`` is made on the device; lengths held on the host (a sequence, a CPU tensor) are checked
-    there and sent with one non-blocking copy from pinned memory (refused during CUDA-graph
-    capture, where the copy would replay from a freed buffer); CUDA lengths are checked for shape
-    and dtype only, their range by the kernel itself (NaN value, zero gradient for a pair outside
-    [1, full]).
-    """
-    if device.type != "cuda":
-        return check_lengths(name, lengths, batch, full)
-    if lengths is None:
-        return torch.full((batch,), full, dtype=torch.int64, device=device)
-    if isinstance(lengths, torch.Tensor) and lengths.device.type == "cuda":
-        if lengths.device != device:
-            raise ValueError(f"{name} is on {lengths.device} but the inputs are on {device}")
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
-        if lengths.shape != (batch,):
-            raise ValueError(f"{name} must have shape ({batch},) (one length per pair), got {tuple(lengths.shape)}")
-        return lengths.to(torch.int64)
-    host = check_lengths(name, lengths, batch, full)
-    if compiling():  # traced: the copy is the graph's to schedule (no pinning, no capture query in a trace)
-        return host.to(device)
-    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-        raise ValueError(f"{name} is on the host while a CUDA graph is being captured: pass it as a CUDA tensor "
-                         "(or None), so that the graph reads it from the device on every replay")
-    return host.pin_memory().to(device, non_blocking=True)
-
-
-def _check_band(params: Params, x_len: torch.Tensor, y_len: torch.Tensor, device: torch.device,
-                all_pairs: bool = False) -> None:
-    """check_band on the CPU; never with CUDA inputs, where it would read the lengths on the host
-    (an unreachable end cell then gives a +inf value, docs/semantics.md)."""
-    if device.type != "cuda":
-        check_band(params, x_len, y_len, all_pairs=all_pairs)
-
-
 def _run(cost: torch.Tensor, layout: Layout, params: Params, backend: str | None) -> torch.Tensor:
     value = _op.align(cost.contiguous(), layout, params, backend)
     if cost.is_cuda or compiling():  # where the inputs' finiteness was not checked on the host
@@ -69,7 +30,7 @@ def _run(cost: torch.Tensor, layout: Layout, params: Params, backend: str | None
 def _paired_values(cost: torch.Tensor, x_len: torch.Tensor, y_len: torch.Tensor, params: Params,
                    backend: str | None) -> torch.Tensor:
     """(B,) values of a (B, N, M) cost; lengths (B,) on the cost's device."""
-    _check_band(params, x_len, y_len, cost.device)
+    check_band(params, x_len, y_len)
     layout = Layout.batched(cost, x_len, y_len)
     return _run(cost, layout, params, backend)
 
@@ -92,13 +53,13 @@ def _align(x, y, cost, params: Params, metric: Metric, x_lengths: Lengths, y_len
             raise ValueError("normalize=True needs the sequences x and y (it aligns each with itself), not cost=")
         cost = check_cost(cost)
         batch, n, m = cost.shape
-        x_len = _device_lengths("x_lengths", x_lengths, batch, n, cost.device)
-        y_len = _device_lengths("y_lengths", y_lengths, batch, m, cost.device)
+        x_len = check_lengths("x_lengths", x_lengths, batch, n, cost.device)
+        y_len = check_lengths("y_lengths", y_lengths, batch, m, cost.device)
         value = _paired_values(cost.to(compute_dtype(cost.dtype)), x_len, y_len, params, backend)
         return value.to(cost.dtype)
     x, y = check_sequences(x, y)
-    x_len = _device_lengths("x_lengths", x_lengths, x.shape[0], x.shape[1], x.device)
-    y_len = _device_lengths("y_lengths", y_lengths, y.shape[0], y.shape[1], x.device)
+    x_len = check_lengths("x_lengths", x_lengths, x.shape[0], x.shape[1], x.device)
+    y_len = check_lengths("y_lengths", y_lengths, y.shape[0], y.shape[1], x.device)
     value = _sequence_values(x, y, x_len, y_len, params, metric, backend)
     if normalize:
         value = _divergence(
@@ -203,9 +164,9 @@ def pairwise(
     check_options(metric, normalize, backend)
     x, y = check_sequences(x, y, same_batch=False)
     (bx, n, d), (by, m, _) = x.shape, y.shape
-    x_len = _device_lengths("x_lengths", x_lengths, bx, n, x.device)
-    y_len = _device_lengths("y_lengths", y_lengths, by, m, x.device)
-    _check_band(params, x_len, y_len, x.device, all_pairs=True)
+    x_len = check_lengths("x_lengths", x_lengths, bx, n, x.device)
+    y_len = check_lengths("y_lengths", y_lengths, by, m, x.device)
+    check_band(params, x_len, y_len, all_pairs=True)
     compute = compute_dtype(x.dtype)
     # A metric is per pair of rows, so one "batch" of all rows gives every block at once.
     cost = cost_matrix(x.to(compute).reshape(1, bx * n, d), y.to(compute).reshape(1, by * m, d), metric).squeeze(0)

@@ -100,7 +100,7 @@ def test_guard_catches_a_lengths_copy(fake_cuda, monkeypatch):
     def copied(name, lengths, batch, full, device):
         return torch.full((batch,), full, dtype=torch.int64).to(device)
 
-    monkeypatch.setattr(functional, "_device_lengths", copied)
+    monkeypatch.setattr(functional, "check_lengths", copied)
     x, y = torch.randn(2, 4, 3, device="cuda"), torch.randn(2, 5, 3, device="cuda")
     with NoHostSync(), pytest.raises(AssertionError, match="host <-> device copy"):
         s2dtw.s2dtw(x, y)
@@ -109,7 +109,7 @@ def test_guard_catches_a_lengths_copy(fake_cuda, monkeypatch):
 def test_guard_catches_a_host_read(fake_cuda):
     x, lengths = torch.randn(2, 4, 3, device="cuda"), torch.full((2,), 4, device="cuda")
     with NoHostSync(), pytest.raises(AssertionError, match="host read"):
-        functional._device_lengths("x_lengths", lengths, 2, 4, x.device).tolist()
+        functional.check_lengths("x_lengths", lengths, 2, 4, x.device).tolist()
 
 
 def test_cuda_kernel_refuses_lengths_on_another_device(fake_cuda):
