@@ -27,9 +27,9 @@ struct Problem {
   int64_t n_pairs = 0;
   int64_t pairs_per_x = 1;
   int64_t stride_x = 0, stride_y = 0, stride_i = 0, stride_j = 1;
-  const int64_t* pair_n = nullptr;  // rows of pair b (length n_pairs), <= block_n
-  const int64_t* pair_m = nullptr;  // columns of pair b (length n_pairs), <= block_m
-  int64_t block_n = 0, block_m = 0; // padded extent of every pair's block of the cost
+  const int64_t* pair_n = nullptr;  // rows of pair b (length n_pairs), <= padded_n
+  const int64_t* pair_m = nullptr;  // columns of pair b (length n_pairs), <= padded_m
+  int64_t padded_n = 0, padded_m = 0; // padded extent of every pair's block of the cost
   double gamma = 1.0;
   bool smooth = false;
   double smoothing = 0.0;
@@ -37,6 +37,10 @@ struct Problem {
   double threshold = 0.0;
   bool banded = false;
   double bandwidth = 0.0;  // Sakoe-Chiba half-width, in sequence elements
+  // How to run it (pinned by tests and benchmarks, else chosen per call).
+  int max_simd = 2;     // CPU: highest instruction set, a cpu::SimdLevel (0 scalar, 1 avx2, 2 avx512)
+  int cuda_regime = 0;  // CUDA: 0 chosen by the cost model, 1 one thread per pair, 2 one block per pair
+  int cuda_strip = 0;   // CUDA: rows per block strip (a multiple of 32 up to 1024), 0 = chosen
 };
 
 S2DTW_HD int64_t pair_offset(const Problem& pb, int64_t b) {

@@ -42,8 +42,8 @@ class Layout:
     pair_n: torch.Tensor  # (n_pairs,) int64, on the cost's device
     pair_m: torch.Tensor
     pairs_per_x: int
-    block_n: int
-    block_m: int
+    padded_n: int
+    padded_m: int
     stride_x: int
     stride_y: int
     stride_i: int
@@ -78,12 +78,12 @@ class Layout:
     def extent(self) -> int:
         """Elements of the buffer the blocks span: 1 + the offset of the last cell any pair can reach."""
         last_x, last_y = (self.n_pairs - 1) // self.pairs_per_x, min(self.n_pairs, self.pairs_per_x) - 1
-        return 1 + last_x * self.stride_x + last_y * self.stride_y + (self.block_n - 1) * self.stride_i + (
-            self.block_m - 1) * self.stride_j
+        return 1 + last_x * self.stride_x + last_y * self.stride_y + (self.padded_n - 1) * self.stride_i + (
+            self.padded_m - 1) * self.stride_j
 
     def ints(self) -> list[int]:
         """Everything but the lengths, as a list (what the custom op takes)."""
-        return [self.pairs_per_x, self.block_n, self.block_m, self.stride_x, self.stride_y, self.stride_i,
+        return [self.pairs_per_x, self.padded_n, self.padded_m, self.stride_x, self.stride_y, self.stride_i,
                 self.stride_j]
 
     @staticmethod
@@ -97,7 +97,7 @@ class Layout:
         """
         if grad.dim() == 3 and self.pairs_per_x == 1:  # a (B, N, M) batch: a plain broadcast, no 4-d view
             return grad * grad_value.reshape(-1, 1, 1)
-        blocks = grad.reshape(-1, self.block_n, self.pairs_per_x, self.block_m)
+        blocks = grad.reshape(-1, self.padded_n, self.pairs_per_x, self.padded_m)
         return (blocks * grad_value.reshape(-1, 1, self.pairs_per_x, 1)).reshape(grad.shape)
 
 
@@ -115,8 +115,8 @@ def _problem_kwargs(layout: Layout, params: Params) -> dict[str, Any]:
         stride_y=layout.stride_y,
         stride_i=layout.stride_i,
         stride_j=layout.stride_j,
-        block_n=layout.block_n,
-        block_m=layout.block_m,
+        padded_n=layout.padded_n,
+        padded_m=layout.padded_m,
         gamma=params.gamma,
         smoothing=params.smoothing,
         threshold=params.threshold,
@@ -276,7 +276,7 @@ def _run_cuda(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None
 
 def _check_pairs_fit(layout: Layout) -> None:
     """The Python kernels' copy of the C++ kernels' check: every pair inside its block (never trust lengths)."""
-    for lengths, block, name in ((layout.pair_n, layout.block_n, "x"), (layout.pair_m, layout.block_m, "y")):
+    for lengths, block, name in ((layout.pair_n, layout.padded_n, "x"), (layout.pair_m, layout.padded_m, "y")):
         if layout.n_pairs and not (int(lengths.min()) >= 1 and int(lengths.max()) <= block):
             raise ValueError(f"s2dtw: {name} lengths must lie in [1, {block}] (the padded length), got values in "
                              f"[{int(lengths.min())}, {int(lengths.max())}]")

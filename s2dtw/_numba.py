@@ -98,10 +98,10 @@ def band_columns(P, Q, width, p):
 
 
 def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x, stride_y, stride_i,
-            stride_j, block_n, block_m, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, n_chunks):
+            stride_j, padded_n, padded_m, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, n_chunks):
     n_pairs = value.shape[0]
     inv_gamma = 1.0 / gamma
-    big_p, big_q = grid_extent(weak, block_n), grid_extent(weak, block_m)
+    big_p, big_q = grid_extent(weak, padded_n), grid_extent(weak, padded_m)
     for chunk in prange(n_chunks):
         rows = np.empty(2 * (big_q + 1), np.float64)
         tape = np.empty(2 * big_p * big_q if with_grad else 0, cost.dtype)
@@ -131,8 +131,8 @@ def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x,
             if not with_grad:
                 continue
 
-            for i in range(block_n):
-                for j in range(block_m):
+            for i in range(padded_n):
+                for j in range(padded_m):
                     grad[base + i * stride_i + j * stride_j] = 0
 
             # Backward: E = d value / d W from the bottom-right corner, two rows; each cost cell's E
@@ -197,13 +197,13 @@ os.register_at_fork(after_in_child=_mark_forked)
 
 def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n: np.ndarray,
         pair_m: np.ndarray, n_pairs: int, pairs_per_x: int, stride_x: int, stride_y: int, stride_i: int, stride_j: int,
-        block_n: int, block_m: int, gamma: float, smoothing: float | None, threshold: float | None,
+        padded_n: int, padded_m: int, gamma: float, smoothing: float | None, threshold: float | None,
         bandwidth: float | None, num_threads: int) -> None:
     """Soft-DTW values (and gradients) of every pair in a flat cost buffer.
 
     Pair ``b``'s cell ``(i, j)`` lies at ``(b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
     + i * stride_i + j * stride_j`` of ``cost`` (1-D, float32 or float64); the pair is
-    ``pair_n[b] x pair_m[b]`` inside a ``block_n x block_m`` block. ``value[b]`` receives the value;
+    ``pair_n[b] x pair_m[b]`` inside a ``padded_n x padded_m`` block. ``value[b]`` receives the value;
     ``grad`` (None or laid out like ``cost``) receives d value / d cost, 0 on each block's padding.
     ``smoothing`` None disables the local smoothing; ``threshold`` None uses the plain grid instead of
     the weak-alignment one; ``bandwidth`` None means no Sakoe-Chiba band. Runs on up to ``num_threads`` threads.
@@ -215,7 +215,7 @@ def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n:
         grad = np.empty(0, cost.dtype)
     n_chunks = 1 if _forked else max(1, min(int(num_threads), n_pairs))
     args = (cost, value, grad, with_grad, pair_n, pair_m, int(pairs_per_x), int(stride_x), int(stride_y),
-            int(stride_i), int(stride_j), int(block_n), int(block_m), float(gamma), smoothing is not None,
+            int(stride_i), int(stride_j), int(padded_n), int(padded_m), float(gamma), smoothing is not None,
             0.0 if smoothing is None else float(smoothing), threshold is not None,
             0.0 if threshold is None else float(threshold), bandwidth is not None,
             0.0 if bandwidth is None else float(bandwidth), n_chunks)

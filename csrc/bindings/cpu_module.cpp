@@ -1,5 +1,7 @@
 // pybind11 module s2dtw._cpu: the CPU kernels, called with raw pointers.
 #include "../cpu/s2dtw_cpu.h"
+#include <algorithm>
+
 #include "problem_args.h"
 
 namespace py = pybind11;
@@ -10,10 +12,10 @@ namespace {
 
 void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t grad, int num_threads,
          uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs, int64_t pairs_per_x, int64_t stride_x,
-         int64_t stride_y, int64_t stride_i, int64_t stride_j, int64_t block_n, int64_t block_m, double gamma,
+         int64_t stride_y, int64_t stride_i, int64_t stride_j, int64_t padded_n, int64_t padded_m, double gamma,
          std::optional<double> smoothing, std::optional<double> threshold, std::optional<double> bandwidth) {
   const s2dtw::Problem pb = make_problem(pair_n, pair_m, n_pairs, pairs_per_x, stride_x, stride_y, stride_i,
-                                         stride_j, block_n, block_m, gamma, smoothing, threshold, bandwidth);
+                                         stride_j, padded_n, padded_m, gamma, smoothing, threshold, bandwidth);
   const bool f64 = is_float64(dtype);
   py::gil_scoped_release no_gil;
   if (f64)
@@ -43,7 +45,13 @@ bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "s2dtw CPU kernels (pointers in, no torch)";
   m.attr("openmp") = s2dtw::cpu::has_openmp();
-  m.def("simd_level", [] { return std::string(s2dtw::cpu::simd_name(s2dtw::cpu::simd_level())); },
+  m.def("simd_level",
+        [] {
+          s2dtw::Problem pb;
+          s2dtw::bindings::read_switches(pb);
+          const auto cap = s2dtw::cpu::SimdLevel(pb.max_simd);
+          return std::string(s2dtw::cpu::simd_name(std::min(cap, s2dtw::cpu::simd_level())));
+        },
         "The instruction set the kernels use: 'avx512', 'avx2' or 'scalar' (lowered by $S2DTW_SIMD).");
   m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n values (tests); false if absent.",
         py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"),

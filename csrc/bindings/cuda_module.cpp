@@ -11,10 +11,10 @@ namespace {
 
 size_t workspace_bytes(const std::string& dtype, bool with_grad, uintptr_t pair_n, uintptr_t pair_m,
                        int64_t n_pairs, int64_t pairs_per_x, int64_t stride_x, int64_t stride_y, int64_t stride_i,
-                       int64_t stride_j, int64_t block_n, int64_t block_m, double gamma,
+                       int64_t stride_j, int64_t padded_n, int64_t padded_m, double gamma,
                        std::optional<double> smoothing, std::optional<double> threshold, std::optional<double> bandwidth) {
   const s2dtw::Problem pb = make_problem(pair_n, pair_m, n_pairs, pairs_per_x, stride_x, stride_y, stride_i,
-                                         stride_j, block_n, block_m, gamma, smoothing, threshold, bandwidth);
+                                         stride_j, padded_n, padded_m, gamma, smoothing, threshold, bandwidth);
   return is_float64(dtype) ? s2dtw::cuda::workspace_bytes<double>(pb, with_grad)
                            : s2dtw::cuda::workspace_bytes<float>(pb, with_grad);
 }
@@ -22,10 +22,10 @@ size_t workspace_bytes(const std::string& dtype, bool with_grad, uintptr_t pair_
 void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t grad, uintptr_t workspace,
          size_t workspace_size, uintptr_t stream, uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs,
          int64_t pairs_per_x, int64_t stride_x, int64_t stride_y, int64_t stride_i, int64_t stride_j,
-         int64_t block_n, int64_t block_m, double gamma, std::optional<double> smoothing,
+         int64_t padded_n, int64_t padded_m, double gamma, std::optional<double> smoothing,
          std::optional<double> threshold, std::optional<double> bandwidth) {
   const s2dtw::Problem pb = make_problem(pair_n, pair_m, n_pairs, pairs_per_x, stride_x, stride_y, stride_i,
-                                         stride_j, block_n, block_m, gamma, smoothing, threshold, bandwidth);
+                                         stride_j, padded_n, padded_m, gamma, smoothing, threshold, bandwidth);
   const bool f64 = is_float64(dtype);
   auto* ws = reinterpret_cast<void*>(workspace);
   auto* st = reinterpret_cast<cudaStream_t>(stream);

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -32,11 +31,11 @@ struct Workspace {
   std::vector<Scalar> tape;  // per grid cell: d softmin / d (R diagonal, R above)
 
   Workspace(const Problem& pb, bool with_grad)
-      : rows(2 * (grid_extent(pb, pb.block_m) + 1)),
-        tape(with_grad ? 2 * grid_extent(pb, pb.block_n) * grid_extent(pb, pb.block_m) : 0) {}
+      : rows(2 * (grid_extent(pb, pb.padded_m) + 1)),
+        tape(with_grad ? 2 * grid_extent(pb, pb.padded_n) * grid_extent(pb, pb.padded_m) : 0) {}
   static size_t bytes(const Problem& pb, bool with_grad) {
-    return 2 * (grid_extent(pb, pb.block_m) + 1) * sizeof(Acc) +
-           (with_grad ? 2 * grid_extent(pb, pb.block_n) * grid_extent(pb, pb.block_m) * sizeof(Scalar) : 0);
+    return 2 * (grid_extent(pb, pb.padded_m) + 1) * sizeof(Acc) +
+           (with_grad ? 2 * grid_extent(pb, pb.padded_n) * grid_extent(pb, pb.padded_m) * sizeof(Scalar) : 0);
   }
 };
 
@@ -121,8 +120,8 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
 
   if (grad) {
     Scalar* block = grad + offset;
-    for (int64_t i = 0; i < pb.block_n; ++i)
-      for (int64_t j = 0; j < pb.block_m; ++j) block[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+    for (int64_t i = 0; i < pb.padded_n; ++i)
+      for (int64_t j = 0; j < pb.padded_m; ++j) block[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
     backward_pair(pb, view, block, P, Q, ws);
   }
 }
@@ -170,10 +169,10 @@ SimdLevel detect_simd() {
 void check_pair_lengths(const Problem& pb) {
   for (int64_t b = 0; b < pb.n_pairs; ++b) {
     const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
-    if (n < 1 || n > pb.block_n || m < 1 || m > pb.block_m)
+    if (n < 1 || n > pb.padded_n || m < 1 || m > pb.padded_m)
       throw std::invalid_argument("s2dtw: pair " + std::to_string(b) + " has lengths (" + std::to_string(n) +
-                                  ", " + std::to_string(m) + ") outside [1, " + std::to_string(pb.block_n) +
-                                  "] x [1, " + std::to_string(pb.block_m) + "] (the padded lengths)");
+                                  ", " + std::to_string(m) + ") outside [1, " + std::to_string(pb.padded_n) +
+                                  "] x [1, " + std::to_string(pb.padded_m) + "] (the padded lengths)");
   }
 }
 
@@ -187,12 +186,7 @@ std::atomic<bool> forked_child{false};
 
 SimdLevel simd_level() {
   static const SimdLevel cpu_level = detect_simd();
-  SimdLevel level = cpu_level;
-  if (const char* env = std::getenv("S2DTW_SIMD")) {  // read at every call: tests switch it
-    if (!std::strcmp(env, "scalar")) level = SimdLevel::scalar;
-    else if (!std::strcmp(env, "avx2")) level = std::min(level, SimdLevel::avx2);
-  }
-  return level;
+  return cpu_level;
 }
 
 const char* simd_name(SimdLevel level) {
@@ -204,10 +198,10 @@ const char* simd_name(SimdLevel level) {
 }
 
 template <typename Scalar>
-void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads, SimdLevel level) {
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
   check_pair_lengths(pb);
   if (forked_child) num_threads = 1;
-  level = std::min(level, simd_level());
+  const SimdLevel level = std::min(SimdLevel(std::clamp(pb.max_simd, 0, 2)), simd_level());
 #ifdef S2DTW_HAVE_SIMD
   try {
     if (level == SimdLevel::avx512 && avx512::run(pb, cost, value, grad, num_threads)) return;
@@ -243,7 +237,7 @@ bool has_openmp() {
 
 template bool check_math<float>(SimdLevel, const float*, float*, float*, int64_t);
 template bool check_math<double>(SimdLevel, const double*, double*, double*, int64_t);
-template void run<float>(const Problem&, const float*, float*, float*, int, SimdLevel);
-template void run<double>(const Problem&, const double*, double*, double*, int, SimdLevel);
+template void run<float>(const Problem&, const float*, float*, float*, int);
+template void run<double>(const Problem&, const double*, double*, double*, int);
 
 }  // namespace s2dtw::cpu

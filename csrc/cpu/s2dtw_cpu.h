@@ -8,17 +8,15 @@ namespace s2dtw::cpu {
 
 enum class SimdLevel { scalar = 0, avx2 = 1, avx512 = 2 };
 
-// The instruction set the kernels use on this CPU: the best one it has, lowered by
-// $S2DTW_SIMD=scalar|avx2|avx512 (read at every call).
+// The best instruction set this CPU has (a call uses at most Problem::max_simd).
 SimdLevel simd_level();
 const char* simd_name(SimdLevel level);
 
 // Writes value[b] for every pair and, when `grad` is not null, d value[b] / d cost
 // into `grad` (same layout as `cost`; cells outside a pair's lengths are zeroed).
-// `level` caps the instruction set (for tests); the kernels never exceed simd_level().
+// The instruction set is the lower of Problem::max_simd and simd_level().
 template <typename Scalar>
-void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads,
-         SimdLevel level = SimdLevel::avx512);
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads);
 
 // exp and log of the vector math at `level` on n values (n a multiple of 32; float:
 // the float32 lanes of float32 inputs); false when that level is not available.

@@ -368,16 +368,16 @@ struct Block<double> {
 };
 
 // Row i of the gradient of lanes [0, count) from dc ([cell][lane], rows < n and m
-// columns valid), block_m columns, zero outside each lane's pair.
+// columns valid), padded_m columns, zero outside each lane's pair.
 template <typename T, typename Src>
 inline void scatter_row(T* const* rows, const Src* dc, const int64_t* inside, int count, int64_t n, int64_t m,
-                        int64_t block_m, int64_t i) {
+                        int64_t padded_m, int64_t i) {
   using B = Block<T>;
   constexpr int W = B::W;
   for (int l0 = 0; l0 < count; l0 += W) {
     const int lanes = std::min(W, count - l0);
-    const int64_t common = std::min(*std::min_element(inside + l0, inside + l0 + lanes), block_m);
-    for (int64_t j0 = 0; j0 < block_m; j0 += W) {
+    const int64_t common = std::min(*std::min_element(inside + l0, inside + l0 + lanes), padded_m);
+    for (int64_t j0 = 0; j0 < padded_m; j0 += W) {
       typename B::V r[W];
       const int jn = i < n ? int(std::max<int64_t>(0, std::min<int64_t>(W, m - j0))) : 0;
       const Src* at = dc + (i * m + j0) * kLanes + l0;
@@ -387,7 +387,7 @@ inline void scatter_row(T* const* rows, const Src* dc, const int64_t* inside, in
         for (int k = 0; k < lanes; ++k) B::store(rows[l0 + k] + j0, r[k]);
         continue;
       }
-      for (int k = 0; k < lanes; ++k) store_range(rows[l0 + k] + j0, 0, block_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
+      for (int k = 0; k < lanes; ++k) store_range(rows[l0 + k] + j0, 0, padded_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
     }
   }
 }
@@ -405,8 +405,8 @@ struct LockstepWorkspace {
   Buffer<Scalar> tape;
   size_t bytes() const { return capacity_bytes(cost, gs, smooth, rows, g, dc, tape); }
   void reserve(const Problem& pb, bool with_grad) {
-    const int64_t cells = pb.block_n * pb.block_m * kLanes;
-    const int64_t P = grid_extent(pb, pb.block_n), Q = grid_extent(pb, pb.block_m);
+    const int64_t cells = pb.padded_n * pb.padded_m * kLanes;
+    const int64_t P = grid_extent(pb, pb.padded_n), Q = grid_extent(pb, pb.padded_m);
     grow(cost, cells);
     if (pb.smooth) grow(smooth, cells);
     grow(rows, 2 * (Q + 1) * kLanes);
@@ -584,7 +584,7 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
     dc = out;
   }
   auto write_back = [&](const auto* dc) {
-  for (int64_t i = 0; i < pb.block_n; ++i) {
+  for (int64_t i = 0; i < pb.padded_n; ++i) {
     if (pb.stride_j == 1) {
       Scalar* rows[kLanes];
       int64_t inside[kLanes];
@@ -592,13 +592,13 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
         inside[l] = i < lane_n[l] ? lane_m[l] : 0;
         rows[l] = grad + pair_offset(pb, lane_pair[l]) + i * pb.stride_i;
       }
-      scatter_row(rows, dc, inside, count, n, m, pb.block_m, i);
+      scatter_row(rows, dc, inside, count, n, m, pb.padded_m, i);
       continue;
     }
     for (int l = 0; l < count; ++l) {
       Scalar* row = grad + pair_offset(pb, lane_pair[l]) + i * pb.stride_i;
       const int64_t inside = i < lane_n[l] ? lane_m[l] : 0;
-      for (int64_t j = 0; j < pb.block_m; ++j)
+      for (int64_t j = 0; j < pb.padded_m; ++j)
         row[j * pb.stride_j] = j < inside ? Scalar(dc[(i * m + j) * kLanes + l]) : Scalar(0);
     }
   }
@@ -702,8 +702,8 @@ struct DiagonalWorkspace {
     return H * (H + Q);
   }
   void reserve(const Problem& pb, bool with_grad, int threads = 1) {
-    const int64_t P = grid_extent(pb, pb.block_n), Q = grid_extent(pb, pb.block_m);
-    if (pb.smooth) grow(d, pb.block_n * pb.block_m);
+    const int64_t P = grid_extent(pb, pb.padded_n), Q = grid_extent(pb, pb.padded_m);
+    if (pb.smooth) grow(d, pb.padded_n * pb.padded_m);
     const int64_t bands = P / (2 * kLanes) + 2;  // band_rows >= 2 kLanes (or one band)
     grow(diags, int64_t(threads) * 3 * diag_stride(P, threads));
     grow(rows, bands * (Q + 2));
@@ -714,7 +714,7 @@ struct DiagonalWorkspace {
     grow(offset, P + Q + 1);
     if (!pb.smooth && !pb.weak && !pb.banded) grow(c_band, int64_t(threads) * e_band_size(P, Q, threads));
     if (with_grad) {
-      if (pb.smooth) grow(g, pb.block_n * pb.block_m);
+      if (pb.smooth) grow(g, pb.padded_n * pb.padded_m);
       const int64_t tape = P * Q + (P + Q) * (2 * kLanes + 3);
       grow(tape_diag, tape);
       grow(tape_up, tape);
@@ -949,8 +949,8 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
   double* G = ws.g.data();
   Scalar* e_band = ws.e_band.data() + tid * ws.e_band_size(P, Q, threads);
   if (!pb.smooth)
-    for (int64_t i = n + tid; i < pb.block_n; i += team)
-      for (int64_t j = 0; j < pb.block_m; ++j) out[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+    for (int64_t i = n + tid; i < pb.padded_n; i += team)
+      for (int64_t j = 0; j < pb.padded_m; ++j) out[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
   // E of cost cell (i, j) in the band of rows [r0, r1) (0 outside the Sakoe-Chiba
   // band), rows of kRows filled diagonal by diagonal: each diagonal's run of slots
   // is a cache line or two, while the kRows rows written stay in L1.
@@ -1065,15 +1065,15 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
     }
     ws.progress[k].d.store(INT64_MIN, std::memory_order_release);
     if (pb.smooth) unskew(G, m, int64_t(1), m, r0, r1);
-    else unskew(out, pb.stride_i, pb.stride_j, pb.block_m, r0, r1);
+    else unskew(out, pb.stride_i, pb.stride_j, pb.padded_m, r0, r1);
   }
   ws.barrier.wait(team);
 
   if (pb.smooth) {
     // Through the smoothing into the gradient: row i of dC collects G of rows i and
     // i + 1 (see docs/semantics.md, Gradient).
-    for_rows(kSmoothGrad, pb.block_n, [&](int64_t i) {
-      for (int64_t j = 0; j < pb.block_m; ++j) {
+    for_rows(kSmoothGrad, pb.padded_n, [&](int64_t i) {
+      for (int64_t j = 0; j < pb.padded_m; ++j) {
         double v = 0.0;
         if (i < n && j < m) {
           v = G[i * m + j];
@@ -1092,7 +1092,7 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
 template <typename Scalar>
 void run_diagonal(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int threads) {
   // The pieces of work: pairs, or the bands of rows of a pair shared by all threads.
-  threads = useful_threads(threads, std::max<int64_t>(pb.n_pairs, grid_extent(pb, pb.block_n) / (2 * kLanes)));
+  threads = useful_threads(threads, std::max<int64_t>(pb.n_pairs, grid_extent(pb, pb.padded_n) / (2 * kLanes)));
   const bool shared = pb.n_pairs < threads;  // every thread on every pair
   std::vector<DiagonalWorkspace<Scalar>>& workspaces =
       cached_workspaces<DiagonalWorkspace<Scalar>>(pb, grad, shared ? 1 : threads);
@@ -1116,7 +1116,7 @@ void run_diagonal(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
 
 template <typename Scalar>
 bool run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
-  const int64_t P = grid_extent(pb, pb.block_n), Q = grid_extent(pb, pb.block_m);
+  const int64_t P = grid_extent(pb, pb.padded_n), Q = grid_extent(pb, pb.padded_m);
   num_threads = useful_threads(num_threads, pb.n_pairs * P);
   const bool small = P * Q <= 4096;
   const bool many = pb.n_pairs >= int64_t(num_threads) * kLanes / 2 && P * Q <= 65536;

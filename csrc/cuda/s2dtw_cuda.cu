@@ -5,8 +5,8 @@
 // the forward recursion, then (with a gradient) the backward recursion, the
 // gather through the local smoothing, and the zeroing of the block's padding.
 //
-// Two regimes, picked on the host in `choose_plan` from n_pairs, block_n and
-// block_m only (pair_n / pair_m are device memory and are never read here):
+// Two regimes, picked on the host in `choose_plan` from n_pairs, padded_n and
+// padded_m only (pair_n / pair_m are device memory and are never read here):
 //
 //  * "thread": one thread per pair walks its whole (P x Q) grid row by row, like
 //    the CPU kernel. Its row buffers and tape are interleaved across pairs
@@ -77,7 +77,7 @@
 // outside the reach of the band has no influence at all (not even a NaN).
 //
 // Lengths are never trusted: pair_n / pair_m are device memory, so each kernel checks
-// 1 <= pair_n[b] <= block_n and 1 <= pair_m[b] <= block_m itself (pair_lengths) and
+// 1 <= pair_n[b] <= padded_n and 1 <= pair_m[b] <= padded_m itself (pair_lengths) and
 // gives a pair that breaks it a NaN value and an all-zero gradient block, touching no
 // memory outside the pair's block.
 //
@@ -220,26 +220,26 @@ __device__ __forceinline__ double grid_acc(const Problem& pb, const CostView<dou
 }
 
 // Pair b's lengths, read from device memory: false (and n = m = 0, so that zero_padding
-// clears the whole block) unless 1 <= n <= block_n and 1 <= m <= block_m.
+// clears the whole block) unless 1 <= n <= padded_n and 1 <= m <= padded_m.
 __device__ __forceinline__ bool pair_lengths(const Problem& pb, int64_t b, int64_t& n, int64_t& m) {
   n = pb.pair_n[b];
   m = pb.pair_m[b];
-  const bool ok = n >= 1 && n <= pb.block_n && m >= 1 && m <= pb.block_m;
+  const bool ok = n >= 1 && n <= pb.padded_n && m >= 1 && m <= pb.padded_m;
   if (!ok) n = m = 0;
   return ok;
 }
 
-// Zero the part of a pair's block_n x block_m gradient block outside its n x m
+// Zero the part of a pair's padded_n x padded_m gradient block outside its n x m
 // cells, threads `first`, `first + step`, ... of the caller sharing the work.
 template <typename Scalar>
 __device__ void zero_padding(const Problem& pb, Scalar* g, int64_t n, int64_t m, int64_t first, int64_t step) {
-  const int64_t right = pb.block_m - m;  // rows [0, n), columns [m, block_m)
+  const int64_t right = pb.padded_m - m;  // rows [0, n), columns [m, padded_m)
   for (int64_t idx = first; idx < n * right; idx += step) {
     const int64_t i = idx / right, j = m + idx % right;
     g[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
   }
-  for (int64_t idx = first; idx < (pb.block_n - n) * pb.block_m; idx += step) {  // rows [n, block_n)
-    const int64_t i = n + idx / pb.block_m, j = idx % pb.block_m;
+  for (int64_t idx = first; idx < (pb.padded_n - n) * pb.padded_m; idx += step) {  // rows [n, padded_n)
+    const int64_t i = n + idx / pb.padded_m, j = idx % pb.padded_m;
     g[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
   }
 }
@@ -300,7 +300,7 @@ __device__ void zero_off_band(const Problem& pb, Scalar* g, int64_t n, int64_t m
 // ---------------------------------------------------------------------------
 // Thread regime: one thread per pair. Scratch element k of pair b lives at
 // scratch[k * n_pairs + b]: forward R row at k in [1, Q]; backward au at k = q,
-// ad at Qb + q, su at 2 Qb + l, sd at 2 Qb + block_m + l. Tape entry of cell
+// ad at Qb + q, su at 2 Qb + l, sd at 2 Qb + padded_m + l. Tape entry of cell
 // (p, q) at tape[(p * Qb + q) * n_pairs + b].
 template <typename Scalar, bool kGrad>
 __global__ void __launch_bounds__(kThreadBlock)
@@ -356,7 +356,7 @@ __global__ void __launch_bounds__(kThreadBlock)
     // The buffers hold row p + 1's values (0 outside its band) for the columns up
     // to the end of its visit + 1; left of its visit they were never written (0).
     // The tape is only read inside the band (outside it holds stale values).
-    const int64_t AU = 0, AD = Qb, SU = 2 * int64_t(Qb), SD = 2 * int64_t(Qb) + pb.block_m;
+    const int64_t AU = 0, AD = Qb, SU = 2 * int64_t(Qb), SD = 2 * int64_t(Qb) + pb.padded_m;
     for (int q = 0; q < Q; ++q) S(AU + q) = S(AD + q) = 0.0;
     if (pb.smooth)
       for (int64_t l = 0; l < m; ++l) S(SU + l) = S(SD + l) = 0.0;
@@ -594,18 +594,18 @@ size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 template <typename Scalar>
 Sizes sizes(const Problem& pb, bool with_grad) {
-  if (pb.n_pairs < 0 || pb.block_n < 1 || pb.block_m < 1)
+  if (pb.n_pairs < 0 || pb.padded_n < 1 || pb.padded_m < 1)
     throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty blocks)");
   Sizes z;
-  z.P = grid_extent(pb, pb.block_n);
-  z.Q = grid_extent(pb, pb.block_m);
+  z.P = grid_extent(pb, pb.padded_n);
+  z.Q = grid_extent(pb, pb.padded_m);
   if (z.P > INT_MAX / 2 || z.Q > INT_MAX / 2)
     throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
   const size_t np = size_t(pb.n_pairs);
   if (with_grad)
     z.tape_bytes = align_up(checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))),
                                         sizeof(Tape2<Scalar>)));
-  // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 block_m
+  // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m
   // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column).
   z.scratch_per_pair = with_grad ? 4 * z.Q : z.Q + 1;
   z.scratch_bytes = align_up(checked_mul(checked_mul(np, size_t(z.scratch_per_pair)), sizeof(double)));
@@ -664,20 +664,11 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bo
     if (best_est < 0 || est < best_est) best_est = est, best.strip = T;
   }
   best.block = !(thread_est < best_est);
-  if (const char* env = std::getenv("S2DTW_CUDA_REGIME")) {
-    const std::string v(env);
-    if (v == "thread") best.block = false;
-    else if (v == "block") best.block = true;
-    else if (!v.empty() && v != "auto")
-      throw std::invalid_argument("s2dtw (cuda): S2DTW_CUDA_REGIME must be auto, thread or block, got " + v);
-  }
-  if (const char* env = std::getenv("S2DTW_CUDA_STRIP")) {
-    if (*env) {
-      const int T = std::atoi(env);
-      if (T < 32 || T > kMaxStrip || T % 32 != 0)
-        throw std::invalid_argument("s2dtw (cuda): S2DTW_CUDA_STRIP must be a multiple of 32 in [32, 1024]");
-      best.strip = T;
-    }
+  if (pb.cuda_regime) best.block = pb.cuda_regime == 2;
+  if (pb.cuda_strip) {
+    if (pb.cuda_strip < 32 || pb.cuda_strip > kMaxStrip || pb.cuda_strip % 32 != 0)
+      throw std::invalid_argument("s2dtw (cuda): the strip must be a multiple of 32 in [32, 1024]");
+    best.strip = pb.cuda_strip;
   }
   return best;
 }
