@@ -320,3 +320,31 @@ def test_open_begin_and_end_is_tslearns_subsequence_dtw(n, m, integer):
     assert path.grid_cells.tolist() == want_path
     assert path.value == sum(sqeuclidean(x, y)[p, q] for p, q in want_path)
     assert path.value == pytest.approx(want**2, rel=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.4])
+@pytest.mark.parametrize("opened", OPEN[1:])
+def test_open_alignment_is_the_softmin_over_contiguous_parts_of_y(gamma, opened):
+    """Plain grid: x against y[a..b], closed, for every part an open begin / end allows, combined by softmin."""
+    cost = np.random.default_rng(9).normal(size=(3, 5))
+    m = cost.shape[1]
+    parts = [(a, b) for a in range(m) for b in range(a, m) if (opened[0] or a == 0) and (opened[1] or b == m - 1)]
+    closed = np.array([_reference.align_one(cost[:, a : b + 1], gamma, None, None)[0] for a, b in parts])
+    want = closed.min() if gamma == 0 else -gamma * np.logaddexp.reduce(-closed / gamma)
+    value, _ = _reference.align_one(cost, gamma, None, None, open_begin=opened[0], open_end=opened[1])
+    assert value == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", [None, 0.0, 0.2])
+@pytest.mark.parametrize("threshold", [None, 0.5])
+@pytest.mark.parametrize("bandwidth", [None, 1.0])
+def test_transposed_cost_gives_the_same_value(smoothing, threshold, bandwidth):
+    """The symmetry pairwise(x) relies on (docs/semantics.md, V5): exact for gamma=0, up to rounding otherwise."""
+    cost = np.random.default_rng(8).normal(size=(3, 4))
+    hard, grad = _reference.align_one(cost, 0.0, smoothing, threshold, bandwidth)
+    hard_t, grad_t = _reference.align_one(cost.T.copy(), 0.0, smoothing, threshold, bandwidth)
+    assert hard == hard_t
+    np.testing.assert_array_equal(grad, grad_t.T)  # no ties on random data: one optimal path, transposed
+    soft, _ = _reference.align_one(cost, 0.3, smoothing, threshold, bandwidth)
+    soft_t, _ = _reference.align_one(cost.T.copy(), 0.3, smoothing, threshold, bandwidth)
+    assert soft == pytest.approx(soft_t, rel=1e-13)
