@@ -49,10 +49,9 @@ for _var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLA
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import s2dtw  # noqa: E402
-from s2dtw import _reference  # noqa: E402
+from s2dtw import _reference, _torch_reference, _vectorised_reference  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contention  # noqa: E402
@@ -104,49 +103,9 @@ SHAPES = {
 # --------------------------------------------------------------------------------------------------------------
 
 
-def oracle_soft_dtw(cost: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Plain soft-DTW value and d value / d cost in float64, vectorised over the batch and each anti-diagonal.
-
-    The same recursions as s2dtw._reference (Cuturi & Blondel 2017), only vectorised so that 512x512 and
-    2048x2048 pairs take seconds instead of minutes; it is checked against s2dtw._reference.align at start-up.
-    """
-    cost = np.asarray(cost, dtype=np.float64)
-    b, n, m = cost.shape
-    table = np.full((b, n + 2, m + 2), np.inf)
-    table[:, 0, 0] = 0.0
-    for d in range(2, n + m + 1):
-        p = np.arange(max(1, d - m), min(n, d - 1) + 1)
-        q = d - p
-        prev = np.stack([table[:, p - 1, q - 1], table[:, p - 1, q], table[:, p, q - 1]])
-        lo = prev.min(axis=0)
-        table[:, p, q] = cost[:, p - 1, q - 1] + lo - gamma * np.log(np.exp(-(prev - lo) / gamma).sum(axis=0))
-    value = table[:, n, m].copy()
-    padded = np.zeros((b, n + 2, m + 2))
-    padded[:, 1 : n + 1, 1 : m + 1] = cost
-    table[:, n + 1, :] = -np.inf
-    table[:, :, m + 1] = -np.inf
-    expected = np.zeros((b, n + 2, m + 2))
-    expected[:, n, m] = 1.0
-    for d in range(n + m - 1, 1, -1):
-        p = np.arange(max(1, d - m), min(n, d - 1) + 1)
-        q = d - p
-        here = table[:, p, q]
-        total = np.zeros_like(here)
-        for sp, sq in ((p + 1, q), (p, q + 1), (p + 1, q + 1)):
-            total += expected[:, sp, sq] * np.exp((table[:, sp, sq] - padded[:, sp, sq] - here) / gamma)
-        expected[:, p, q] = total
-    return value, expected[:, 1 : n + 1, 1 : m + 1]
-
-
 def validate_oracle() -> float:
-    """Max abs difference between oracle_soft_dtw and s2dtw._reference.align on small random shapes."""
-    rng = np.random.default_rng(1)
-    worst = 0.0
-    for b, n, m in ((3, 7, 5), (2, 16, 16), (1, 33, 20), (2, 1, 9)):
-        cost = rng.random((b, n, m))
-        value, grad = oracle_soft_dtw(cost, GAMMA)
-        ref_value, ref_grad = _reference.align(cost, np.full(b, n), np.full(b, m), GAMMA, None, None)
-        worst = max(worst, float(np.abs(value - ref_value).max()), float(np.abs(grad - ref_grad).max()))
+    """Max abs difference between the vectorised float64 oracle and s2dtw._reference.align (small shapes)."""
+    worst = _vectorised_reference.max_error_against_reference(GAMMA)
     if worst > 1e-9:
         raise RuntimeError(f"the vectorised float64 oracle disagrees with s2dtw._reference by {worst:.3g}")
     return worst
@@ -161,7 +120,7 @@ def reference(shape: Shape, cost64: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     if n * m <= 128 * 128:
         value, grad = _reference.align(cost64, np.full(b, n), np.full(b, m), GAMMA, None, None)
         return value, grad, "s2dtw._reference.align"
-    value, grad = oracle_soft_dtw(cost64, GAMMA)
+    value, grad = _vectorised_reference.soft_dtw(cost64, GAMMA)
     return value, grad, "vectorised float64 oracle (checked against s2dtw._reference at start-up)"
 
 
@@ -181,18 +140,8 @@ class Lib:
 
 
 def build_dense_grid(cost: torch.Tensor) -> torch.Tensor:
-    """The VT-TWINS construction with torch ops: smoothed cost D, then the (2N+1)x(2M+1) weak-alignment grid
-    with D on odd/odd cells and THRESHOLD elsewhere (docs/semantics.md). Differentiable w.r.t. cost."""
-    b, n, m = cost.shape
-    padded = F.pad(cost, (1, 0, 1, 0), value=float("inf"))
-    neighbours = torch.stack([padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, :-1, :-1]], dim=-1)
-    origin = torch.zeros(n, m, 1, dtype=torch.bool)
-    origin[0, 0] = True
-    neighbours = neighbours.masked_fill(origin, 0.0)  # at (0, 0) the three neighbours are the constant 0
-    smoothed = cost - SMOOTHING * torch.logsumexp(-neighbours / SMOOTHING, dim=-1)
-    grid = cost.new_full((b, 2 * n + 1, 2 * m + 1), THRESHOLD)
-    grid[:, 1::2, 1::2] = smoothed
-    return grid
+    """The VT-TWINS construction with torch ops (s2dtw._torch_reference): the (2N+1)x(2M+1) weak grid."""
+    return _torch_reference.dense_grid(cost, SMOOTHING, THRESHOLD)
 
 
 def _identity_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
