@@ -17,9 +17,10 @@ def smoothed_cost(cost: torch.Tensor, smoothing: float | None) -> torch.Tensor:
     """D = C + softmin_smoothing(C[i, j-1], C[i-1, j], C[i-1, j-1]), (B, N, M) -> (B, N, M).
 
     Neighbours outside the matrix are +inf, and at (0, 0) all three are the constant 0, so that
-    D[0, 0] = C[0, 0] - smoothing * ln 3. The origin's neighbours are set *before* the logsumexp: a
-    logsumexp over three infinities there would give NaN gradients even if its result were replaced
-    afterwards. `smoothing=None` returns the cost itself.
+    D[0, 0] = C[0, 0] - smoothing * ln 3. The origin's neighbours are set *before* the logsumexp, so no
+    logsumexp ever sees three infinities (its gradient is NaN there) and +inf stands for "outside" exactly:
+    a finite stand-in such as 1e4 would compete with real costs of that size. `smoothing=None` returns the
+    cost itself.
     """
     if smoothing is None:
         return cost
