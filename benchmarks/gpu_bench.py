@@ -5,7 +5,8 @@
 Cases:
 1. VT-TWINS loss step: b = 16 videos x 16 captions, 8 clips each, d = 512, all b^2 pairs,
    cost (neg_dot) included; s2dtw vs the VT-TWINS pipeline (smoothed cost and dense
-   (2N+1) x (2M+1) weak grid built with torch ops, then pysdtw's Maghoumi-style soft-DTW).
+   (2N+1) x (2M+1) weak grid built with torch ops by s2dtw._torch_reference.dense_grid, then
+   pysdtw's Maghoumi-style soft-DTW).
 2. The same with b = 256, 32 clips (65,536 pairs); out-of-memory is reported, not fatal.
 3. Plain soft-DTW on a given cost: B=64 512x512, B=8 2048x2048, B=1 8192x8192, vs pysdtw.
 4. Per case: W cells per second (every pair's grid, forward + backward) and the fraction of the
@@ -19,6 +20,7 @@ one step after a reset (inputs included).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import math
 import os
@@ -29,9 +31,9 @@ import traceback
 import torch
 
 import s2dtw
+from s2dtw import _torch_reference
 
 DEV = torch.device("cuda")
-LN3 = math.log(3.0)
 SMS = 132  # replaced by the device's SM count in main()
 
 try:  # the baseline; never vendored here
@@ -65,25 +67,6 @@ def timed(step, budget_s: float = 0.6, max_reps: int = 15) -> tuple[float, float
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times), peak, ""
-
-
-def smoothed_cost_torch(cost: torch.Tensor, s: float) -> torch.Tensor:
-    """D = C + softmin_s(C[i,j-1], C[i-1,j], C[i-1,j-1]) with torch ops (VT-TWINS style)."""
-    big = 1e4  # stands for +inf without NaN gradients through logsumexp
-    padded = torch.nn.functional.pad(cost, (1, 0, 1, 0), value=big)
-    left, up, diag = padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, :-1, :-1]
-    soft = -s * torch.logsumexp(torch.stack([-left, -up, -diag]) / s, dim=0)
-    corner = torch.zeros_like(soft)
-    corner[:, 0, 0] = 1
-    soft = torch.where(corner.bool(), torch.full_like(soft, -s * LN3), soft)
-    return cost + soft
-
-
-def weak_grid_torch(d: torch.Tensor, threshold: float) -> torch.Tensor:
-    b, n, m = d.shape
-    w = torch.full((b, 2 * n + 1, 2 * m + 1), threshold, dtype=d.dtype, device=d.device)
-    w[:, 1::2, 1::2] = d
-    return w
 
 
 def pysdtw_on_grid(grid: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -176,8 +159,7 @@ def vt_twins(
         return value
 
     def baseline():
-        grid = weak_grid_torch(smoothed_cost_torch(all_pairs_cost(), smoothing), threshold)
-        value = pysdtw_on_grid(grid, gamma)
+        value = pysdtw_on_grid(_torch_reference.dense_grid(all_pairs_cost(), smoothing, threshold), gamma)
         value.sum().backward()
         return value
 
@@ -195,7 +177,7 @@ def vt_twins(
             ref = s2dtw.s2dtw(
                 cost=all_pairs_cost(), gamma=gamma, smoothing=smoothing, threshold=threshold, backend="cuda"
             )
-            got = pysdtw_on_grid(weak_grid_torch(smoothed_cost_torch(all_pairs_cost(), smoothing), threshold), gamma)
+            got = pysdtw_on_grid(_torch_reference.dense_grid(all_pairs_cost(), smoothing, threshold), gamma)
         err = (got.float() - ref.float()).abs().max().item()
         return "" if err <= 1e-3 * (1 + ref.abs().max().item()) else f"max |diff| {err:.3g}"
 
@@ -277,6 +259,7 @@ def report(header: list[str], t_start: float) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     if not torch.cuda.is_available() or not s2dtw.backends()["cuda"]:
         raise SystemExit("needs a CUDA device and the s2dtw CUDA module")
     global SMS

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from . import functional
+from . import _torch_reference, functional
 from ._cost import Metric, compute_dtype, cost_matrix
 from ._validation import Lengths, check_cost, check_lengths, check_options, check_params, check_sequences, uses_cost
 
@@ -19,16 +18,6 @@ class SoftAlignment(NamedTuple):
     alignment: torch.Tensor  # (B, N, M) expected alignment, d value / d cost
     x_skipped: torch.Tensor | None  # (B, N) mass on each x element's null cells (weak alignment only)
     y_skipped: torch.Tensor | None  # (B, M) mass on each y element's null cells (weak alignment only)
-
-
-def _smoothed(cost: torch.Tensor, smoothing: float | None) -> torch.Tensor:
-    """D = C + softmin of the left, upper and diagonal neighbours (0 at the origin), with torch ops."""
-    if smoothing is None:
-        return cost
-    padded = F.pad(cost, (1, 0, 1, 0), value=float("inf"))
-    neighbours = torch.stack([padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, :-1, :-1]])
-    neighbours[:, :, 0, 0] = 0.0
-    return cost - smoothing * torch.logsumexp(-neighbours / smoothing, dim=0)
 
 
 def soft_alignment(
@@ -69,9 +58,7 @@ def soft_alignment(
         return SoftAlignment(value.detach(), alignment, None, None)
 
     batch, n, m = cost.shape
-    grid = torch.full((batch, 2 * n + 1, 2 * m + 1), float(threshold), dtype=cost.dtype, device=cost.device)
-    grid[:, 1::2, 1::2] = _smoothed(cost.detach(), smoothing)
-    grid.requires_grad_()
+    grid = _torch_reference.dense_grid(cost.detach(), smoothing, threshold).requires_grad_()
     common["x_lengths"] = 2 * check_lengths("x_lengths", x_lengths, batch, n, cost.device) + 1
     common["y_lengths"] = 2 * check_lengths("y_lengths", y_lengths, batch, m, cost.device) + 1
     with torch.enable_grad():

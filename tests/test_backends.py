@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import s2dtw
+from s2dtw import _torch_reference
 
 VARIANTS = {
     "s2dtw": dict(smoothing=0.1, threshold=0.5),
@@ -115,32 +116,13 @@ def test_backends_agree_on_a_larger_batch():
         np.testing.assert_allclose(grad, results[0][1], rtol=1e-11, atol=1e-14)
 
 
-def dense_vt_twins_s2dtw(x: torch.Tensor, y: torch.Tensor, gamma=0.1, smoothing=0.1, threshold=0.5):
-    """The VT-TWINS construction, written out densely with torch ops: smoothed cost from three
-    shifted copies of the cost (inf outside, 0 at the origin), the (2N+1, 2M+1) grid with the
-    null cost on even rows and columns, then plain soft-DTW on that grid."""
-    cost = -x @ y.transpose(1, 2)
-    b, n, m = cost.shape
-    inf = torch.full((b, n + 1, m + 1), float("inf"), dtype=cost.dtype)
-    left, up, diag = inf.clone(), inf.clone(), inf.clone()
-    left[:, :n, 1:] = cost
-    up[:, 1:, :m] = cost
-    diag[:, 1:, 1:] = cost
-    for shifted in (left, up, diag):
-        shifted[:, 0, 0] = 0
-    stacked = torch.stack([left, up, diag])[:, :, :n, :m]
-    smoothed = cost - smoothing * torch.logsumexp(-stacked / smoothing, dim=0)
-    grid = torch.full((b, 2 * n + 1, 2 * m + 1), threshold, dtype=cost.dtype)
-    grid[:, 1::2, 1::2] = smoothed
-    return s2dtw.soft_dtw(cost=grid, gamma=gamma, backend="numpy")
-
-
 @pytest.mark.parametrize("shape", [(2, 4, 4), (3, 5, 3)])
 def test_equals_dense_vt_twins_construction(cpu_backend, shape):
     b, n, m = shape
     x = torch.nn.functional.normalize(torch.randn(b, n, 8, dtype=torch.float64), dim=-1).requires_grad_()
     y = torch.nn.functional.normalize(torch.randn(b, m, 8, dtype=torch.float64), dim=-1).requires_grad_()
-    dense = dense_vt_twins_s2dtw(x, y)
+    # The VT-TWINS construction written out densely with torch ops, differentiated by autograd.
+    dense = _torch_reference.s2dtw(-x @ y.transpose(1, 2))
     fused = s2dtw.s2dtw(x, y, backend=cpu_backend)  # the defaults are VT-TWINS' settings
     torch.testing.assert_close(fused, dense, rtol=1e-12, atol=1e-12)
     dense_grads = torch.autograd.grad(dense.sum(), (x, y))

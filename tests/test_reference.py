@@ -4,8 +4,9 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
-from s2dtw import _reference
+from s2dtw import _reference, _torch_reference, _vectorised_reference
 
 
 def all_paths(rows: int, cols: int):
@@ -87,3 +88,75 @@ def test_reference_gradient_matches_finite_differences(smoothing, threshold, gam
             - _reference.align_one(down, gamma, smoothing, threshold)[0]
         ) / (2 * h)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+# --- The vectorised float64 oracle (benchmarks' reference for long pairs) against the plain reference ---
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5), (2, 1, 9), (2, 9, 1), (1, 1, 1), (2, 12, 12)])
+@pytest.mark.parametrize("gamma", [0.01, 0.1, 2.0])
+def test_vectorised_oracle_equals_reference(shape, gamma):
+    cost = np.random.default_rng(7).normal(size=shape)
+    b, n, m = shape
+    value, grad = _vectorised_reference.soft_dtw(cost, gamma)
+    ref_value, ref_grad = _reference.align(cost, np.full(b, n), np.full(b, m), gamma, None, None)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_vectorised_oracle_self_check_is_small():
+    assert _vectorised_reference.max_error_against_reference(0.1) < 1e-9
+
+
+# --- The torch reference (the dense VT-TWINS construction) against the plain reference ---
+
+VARIANTS = [(0.1, 0.5), (0.7, None), (None, -0.2), (None, None)]  # (smoothing, threshold)
+
+
+@pytest.mark.parametrize("smoothing", [0.05, 1.0])
+def test_torch_smoothed_cost_equals_reference(smoothing):
+    cost = np.random.default_rng(8).normal(size=(2, 4, 6))
+    got = _torch_reference.smoothed_cost(torch.from_numpy(cost), smoothing).numpy()
+    for b in range(2):
+        np.testing.assert_allclose(got[b], _reference.smooth(cost[b], smoothing)[0], rtol=1e-14, atol=1e-14)
+
+
+def test_torch_weak_grid_equals_reference():
+    smoothed = np.random.default_rng(9).normal(size=(2, 3, 5))
+    got = _torch_reference.weak_grid(torch.from_numpy(smoothed), 0.3).numpy()
+    for b in range(2):
+        np.testing.assert_array_equal(got[b], _reference.weak_grid(smoothed[b], 0.3))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (3, 5), (6, 6)])
+@pytest.mark.parametrize("gamma", [0.01, 1.0])
+def test_torch_soft_dtw_equals_reference(shape, gamma):
+    grid = np.random.default_rng(10).normal(size=(2, *shape))
+    got = _torch_reference.soft_dtw(torch.from_numpy(grid), gamma).numpy()
+    want = [_reference.soft_dtw_table(g, gamma)[-1, -1] for g in grid]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("smoothing, threshold", VARIANTS)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (3, 1), (4, 5)])
+def test_torch_reference_value_and_autograd_gradient_equal_reference(smoothing, threshold, shape):
+    cost = np.random.default_rng(11).normal(size=(2, *shape))
+    tensor = torch.from_numpy(cost).requires_grad_()
+    value = _torch_reference.s2dtw(tensor, 0.3, smoothing, threshold)
+    (grad,) = torch.autograd.grad(value.sum(), tensor)
+    ref_value, ref_grad = _reference.align(cost, np.full(2, shape[0]), np.full(2, shape[1]), 0.3, smoothing, threshold)
+    np.testing.assert_allclose(value.detach().numpy(), ref_value, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_reference_float32_has_finite_gradients():
+    # The origin's neighbours are constants set before the logsumexp: no NaN reaches the cost's gradient,
+    # and the costs need no finite stand-in for +inf (a large cost stays exact).
+    cost = torch.tensor([[[1e6, -2.0], [0.5, 3.0]]], dtype=torch.float32, requires_grad=True)
+    grid = _torch_reference.dense_grid(cost, 0.1, 0.5)
+    assert grid[0, 1, 1].item() == pytest.approx(1e6 - 0.1 * np.log(3.0), rel=1e-7)
+    assert grid[0, 1, 3].item() == pytest.approx(-2.0 + 1e6, rel=1e-7)  # its only neighbour: the left one, 1e6
+    (grad,) = torch.autograd.grad(_torch_reference.soft_dtw(grid, 0.1).sum(), cost)
+    assert torch.isfinite(grad).all()
+    _, ref_grad = _reference.align(cost.detach().double().numpy(), [2], [2], 0.1, 0.1, 0.5)
+    np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=1e-4, atol=1e-6)
