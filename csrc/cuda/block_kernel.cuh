@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int64_t width = band_width(pb, P, Q);
   if constexpr (kGrad)
     if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, t, T);
-  const BlockPair<Scalar, kGrad> pair{pb,   k, {cost + offset, pb.stride_i, pb.stride_j}, g, value, b, width,
+  const BlockPair<Scalar, kGrad> pair{pb, k, {cost + offset, pb.stride_i, pb.stride_j}, g, value, b, width,
                                       scratch + b * scratch_stride, kGrad ? tape + b * tape_stride : nullptr,
                                       smem, P, Q, t, T};
   for (int top = 0; top < P; top += T) pair.forward_strip(top);
