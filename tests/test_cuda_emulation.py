@@ -1,6 +1,6 @@
 """The CUDA kernels, run on the CPU under host emulation, against the C++ CPU kernel.
 
-csrc/cuda/s2dtw_cuda.cu is compiled unchanged as C++ with tests/cuda_emulation/include/cuda_runtime.h
+csrc/cuda/s2dtw_cuda.cu (and its headers) is compiled unchanged as C++ with tests/cuda_emulation/include/cuda_runtime.h
 (one OS thread per CUDA thread, a real barrier for __syncthreads, shared memory and workspace filled
 with NaN bytes): the result is the `_cuda` module itself, plan choice and launch code included, with
 host pointers. So every CI run executes both regimes' device code, values and gradients, with the
@@ -39,6 +39,20 @@ GUARD = 16  # cells of sentinel around the gradient buffer
 @pytest.fixture(scope="module")
 def emulated():
     return build.load()
+
+
+def test_build_key_covers_every_included_header():
+    """build.py's key hashes every project header that the two units include (as the compiler lists them),
+    so that an edited, new or renamed header never leaves a stale emulated module."""
+    cxx = build.compiler()
+    for source in build.SOURCES:
+        deps = subprocess.run([cxx, *build.FLAGS, *build._includes(), "-x", "c++", "-MM", str(source)],
+                              capture_output=True, text=True, check=True).stdout
+        read = {Path(word).resolve() for word in deps.replace("\\\n", " ").split()[1:]}
+        ours = {path for path in read if path.is_relative_to(build.ROOT) and "site-packages" not in path.parts}
+        included = ours - {source}
+        assert included, f"no project header found in the dependencies of {source.name}"
+        assert included <= set(build.headers()), f"not in the build key: {sorted(included - set(build.headers()))}"
 
 
 def set_regime(monkeypatch, regime: str, strip: int | None = None) -> None:
@@ -159,7 +173,7 @@ def test_band(emulated, monkeypatch, regime, strip, shape, bandwidth, variant):
     check(emulated, cost, layout, Params(gamma=0.2, bandwidth=bandwidth, **VARIANTS[variant]))
 
 
-BAD = [0, -1, -(2**62), 10**15]  # lengths the kernels must refuse (block extent 11 x 9)
+BAD = [0, -1, -(2**62), 10**15]  # lengths the kernels must refuse (padded extent 11 x 9)
 UNTRUSTED = ([11, 0, 5, -1, 12, 11] + [3] * len(BAD), [9, 4, 0, 9, 9, 10] + BAD)
 UNTRUSTED_PARAMS = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
 
@@ -178,7 +192,7 @@ def untrusted_child(out: str) -> None:
 
 
 def test_untrusted_lengths(emulated, tmp_path):
-    """A pair length outside [1, block] gives that pair NaN and a zero gradient block; the others are
+    """A pair length outside [1, padded extent] gives that pair NaN and a zero gradient region; the others are
     unaffected and nothing outside the buffers is written (the gradient's guard cells stay). In a
     subprocess, so that a kernel reading out of bounds fails this test instead of killing pytest."""
     out = tmp_path / "untrusted.pt"

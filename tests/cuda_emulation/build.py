@@ -3,7 +3,8 @@
 csrc/cuda/s2dtw_cuda.cu and csrc/bindings/cuda_module.cpp, unchanged, are compiled as C++
 with include/cuda_runtime.h (this folder) standing in for CUDA's: the result is the `_cuda`
 module with the same functions, whose "device pointers" are host pointers. It is built once
-per content of its sources into build/cuda_emulation/<hash>/ under the repository root.
+per content of its sources and of every header under csrc/ into build/cuda_emulation/<hash>/
+under the repository root.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from types import ModuleType
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SOURCES = [ROOT / "csrc/cuda/s2dtw_cuda.cu", ROOT / "csrc/bindings/cuda_module.cpp"]
-HEADERS = [ROOT / "csrc/cuda/s2dtw_cuda.h", ROOT / "csrc/s2dtw_cell.h", ROOT / "csrc/bindings/problem_args.h",
-           HERE / "include/cuda_runtime.h"]
 FLAGS = ["-std=c++20", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-w"]
 
 
@@ -37,10 +36,18 @@ def _includes() -> list[str]:
     return [f"-I{HERE / 'include'}", f"-I{sysconfig.get_paths()['include']}", f"-I{pybind11.get_include()}"]
 
 
+def headers() -> list[Path]:
+    """Every header the build may include: all of csrc/'s (any folder) and the stand-in cuda_runtime.h, found
+    by name, so that a new or renamed header is in the key without a list to keep up to date."""
+    found = [path for folder in (ROOT / "csrc", HERE / "include") for pattern in ("*.h", "*.hpp", "*.cuh")
+             for path in folder.rglob(pattern)]
+    return sorted(found)
+
+
 def _key(cxx: str) -> str:
     digest = hashlib.sha256()
-    for path in SOURCES + HEADERS + [Path(__file__)]:
-        digest.update(path.read_bytes())
+    for path in SOURCES + headers() + [Path(__file__)]:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     digest.update("\0".join([cxx, version, sys.version, *FLAGS]).encode())
     return digest.hexdigest()[:16]

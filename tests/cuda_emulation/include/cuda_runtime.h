@@ -1,16 +1,17 @@
 // Test-only stand-in for <cuda_runtime.h> (never shipped, never used by the real build).
 //
-// With this directory first on the include path, csrc/cuda/s2dtw_cuda.cu compiles as
-// C++ (C++20) and its kernels run on the host: a launch runs the blocks one after the
-// other, each as one OS thread per CUDA thread; __syncthreads is a barrier over
-// the block's threads (a thread that returns drops out of it, as on the GPU); the
-// block's dynamic shared memory is a fresh buffer filled with 0xFF bytes (NaN as
-// doubles), so a read of a cell nobody wrote in this block shows up in the results.
+// With this directory first on the include path, csrc/cuda/s2dtw_cuda.cu (with the .cuh
+// headers it includes) compiles as C++ (C++20) and its kernels run on the host: a launch
+// runs the blocks one after the other, each as one OS thread per CUDA thread;
+// __syncthreads is a barrier over the block's threads (a thread that returns drops out
+// of it, as on the GPU); the block's dynamic shared memory is a fresh buffer filled with
+// 0xFF bytes (NaN as doubles), so a read of a cell nobody wrote in this block shows up in
+// the results.
 // It supplies exactly what the kernels and their host code use: the CUDA keywords,
 // threadIdx / blockIdx / blockDim / gridDim, __syncthreads, min / max, the runtime
 // calls of the launch code (the device has 132 SMs, an H200's, so that choose_plan
-// decides as it would there), and the two seams of s2dtw_cuda.cu: S2DTW_LAUNCH and
-// S2DTW_DYNAMIC_SHARED.
+// decides as it would there), and the two seams of csrc/cuda: S2DTW_LAUNCH (s2dtw_cuda.cu)
+// and S2DTW_DYNAMIC_SHARED (block_kernel.cuh).
 #pragma once
 
 #include <algorithm>

@@ -1,0 +1,208 @@
+// The block regime: one CUDA thread block per pair, an anti-diagonal wavefront over strips of
+// blockDim.x grid rows (thread t owns row top + t of the strip); forward, then (kGrad) the
+// backward over the strips bottom-up. Included by s2dtw_cuda.cu only.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "cell_math.cuh"
+#include "pair_cells.cuh"
+
+// The block's dynamic shared memory; the emulation's cuda_runtime.h defines it first.
+#ifndef S2DTW_DYNAMIC_SHARED
+#define S2DTW_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
+namespace s2dtw::cuda {
+namespace {
+
+constexpr int kMaxStrip = 1024;  // rows per strip (= threads per block) in the block regime
+
+// What a thread hands to the row above it in the backward, for one column q:
+// au = E(p,q) w_up(p,q) (goes to (p-1, q)), ad = E(p,q) w_diag(p,q) (to (p-1, q-1)),
+// su / sd = the same through the smoothing: G(i,j) w_up / w_diag of D[i,j]
+// (to C[i-1,j] / C[i-1,j-1]); rows that carry no cost relay su / sd upwards.
+struct Pub {
+  double au, ad, su, sd;
+};
+
+// One pair of the block regime, as thread t of T sees it. `rowbuf` holds the forward's row
+// buffer (R of a strip's last row, for the next strip's first thread: R[top, q + 1] at
+// [q + 1]) and then the backward's column buffer (one Pub per column, from the first row of
+// the strip below). The tape holds, strip by strip, the cell (top + t, q) of a strip of
+// `rows` rows at [top * Q + ((q + t) mod Q) * rows + t], so that the cells of one step
+// (q + t = s) are contiguous (coalesced stores and loads).
+template <typename Scalar, bool kGrad>
+struct BlockPair {
+  using M = MathOf<Scalar>;
+  const Problem& pb;
+  const Consts& k;
+  CostView<double, Scalar> cv;
+  Scalar* g;      // the pair's gradient (kGrad)
+  Scalar* value;  // value[b] is the pair's
+  int64_t b, width;
+  double* rowbuf;
+  Tape2<Scalar>* tape;  // the pair's (kGrad)
+  double* smem;         // forward: 2 T doubles; backward: 2 T Pubs
+  int P, Q, t, T;
+
+  // Double buffers in shared memory, by the parity of the step s.
+  __device__ __forceinline__ double* sbuf(int s) const { return (s & 1) ? smem + T : smem; }
+  __device__ __forceinline__ Pub* pbuf(int s) const { return reinterpret_cast<Pub*>(smem) + ((s & 1) ? T : 0); }
+
+  // Thread t of the strip at `top` computes cell (p, q) = (top + t, s - t) at step s.
+  // Only the steps where some row of the strip has a band column run: from lo(top)
+  // (thread 0's first band cell) to hi(top + rows - 1) + rows - 1 (the last thread's
+  // last); the band's ends only move right, so none is missed. A cell reads R of the row
+  // above from thread t - 1 / the row buffer only inside that row's band, where it was
+  // computed; elsewhere R is +inf.
+  __device__ __forceinline__ void forward_strip(int top) const {
+    const double inf = infinity<double>();
+    const int rows = min(T, P - top);
+    const int p = top + t;
+    const bool active = t < rows;
+    const bool feeds_next = t == rows - 1 && top + rows < P;  // last row of a strip with one below
+    const Span band = span(columns(P, Q, width, active ? p : 0));
+    const Span above = p > 0 && active ? span(columns(P, Q, width, p - 1)) : Span{1, 0};
+    const int s_first = int(columns(P, Q, width, top).lo);
+    const int s_end = int(columns(P, Q, width, top + rows - 1).hi) + rows;
+    Tape2<Scalar>* ts = kGrad ? tape + int64_t(top) * Q : nullptr;
+    // The thread's first cell is q0; left of it R is +inf in rows top + 1.. of the
+    // strip (q0 - 1 < lo(top) <= their lo), and row top reads R[p, q0] from the buffer.
+    const int q0 = max(s_first - t, 0);
+    double diag = q0 == 0 ? (p == 0 ? 0.0 : inf) : (t == 0 && within(above, q0 - 1)) ? rowbuf[q0] : inf;  // R[p, q]
+    double left = inf;                                                                                      // R[p+1, q]
+    double w_cell = active && within(band, q0) ? grid_acc<M, Scalar>(pb, cv, p, q0, k) : 0.0;  // W[p, q], a step ahead
+    int srow = s_first % Q;  // s mod Q
+    // Before anyone writes the row buffer: with 2 rows, the last thread's first cell
+    // (top + 1, q0 - 1) goes to rowbuf[q0], which thread 0 has just read.
+    __syncthreads();
+    for (int s = s_first; s < s_end; ++s) {
+      const int q = s - t;
+      if (active && q >= 0 && q < Q) {
+        // R[p, q+1]: from the row above, computed at step s - 1 (or in the strip above).
+        const double up = !within(above, q) ? inf : t == 0 ? rowbuf[q + 1] : sbuf(s + 1)[t - 1];
+        M w[3] = {M(0), M(0), M(0)};
+        double r = inf;  // outside the band: no path, zero weights
+        if (within(band, q))
+          r = w_cell + softmin<M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
+        if (within(band, q + 1)) w_cell = grid_acc<M, Scalar>(pb, cv, p, q + 1, k);
+        if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
+        // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
+        if (feeds_next) rowbuf[q + 1] = r;
+        if (p == P - 1 && q == Q - 1) value[b] = Scalar(r);
+        sbuf(s)[t] = r;
+        diag = up;
+        left = r;
+      }
+      __syncthreads();
+      if (++srow == Q) srow = 0;
+    }
+  }
+
+  // Steps in reverse: thread t at step s does cell (top + t, s - t) and needs what thread
+  // t + 1 published at steps s + 1 (its cell (p+1, q)) and s + 2 (cell (p+1, q+1), kept
+  // from the previous step). With a band, row p needs the cells grad_columns(p) (and, for
+  // the last row of the strip, those that feed it: up to hi(p + 1)); the steps run over
+  // those of all rows of the strip. What a row publishes is nonzero only in its band,
+  // and, for a weak grid's threshold row relaying the smoothing terms, in the band of the
+  // row below: `below` is that range of row p + 1, read as zeros outside. The tape is
+  // read inside the band only (it is stale elsewhere). `reach`: how many rows below a
+  // strip feed it; `relay`: 1 where threshold rows relay the smoothing terms.
+  __device__ __forceinline__ void backward() const {
+    Pub* colbuf = reinterpret_cast<Pub*>(rowbuf);  // what the first row of the strip below published
+    const int reach = pb.smooth ? (pb.weak ? 2 : 1) : 1;
+    const int relay = pb.smooth && pb.weak ? 1 : 0;
+    for (int top = ((P - 1) / T) * T; top >= 0; top -= T) {
+      const int rows = min(T, P - top);
+      const int p = top + t;
+      const bool active = t < rows;
+      const bool cost_row = !pb.weak || (p & 1);
+      const Span band = span(columns(P, Q, width, active ? p : 0));
+      const Span below = active && p + 1 < P ? Span{int(columns(P, Q, width, p + 1).lo),
+                                                    int(columns(P, Q, width, min(p + 1 + relay, P - 1)).hi)}
+                                             : Span{1, 0};
+      const Span gcols = span(grad_columns(pb, P, Q, width, active ? p : 0));  // where this row writes the gradient
+      const int s_first = int(grad_columns(pb, P, Q, width, top).lo);
+      const int s_last = int(columns(P, Q, width, min(top + rows - 1 + reach, P - 1)).hi) + rows - 1;
+      const Tape2<Scalar>* ts = tape + int64_t(top) * Q;
+      double ad_next = 0.0, left_prod = 0.0, sd_next = 0.0, s_left = 0.0;  // as in ThreadPair::backward_row
+      int srow = s_last % Q;
+      for (int s = s_last; s >= s_first; --s) {
+        const int q = s - t;
+        if (active && q >= 0 && q < Q) {
+          Pub in{0.0, 0.0, 0.0, 0.0};
+          if (within(below, q)) in = t == rows - 1 ? colbuf[q] : pbuf(s + 1)[t + 1];
+          const double diag_prod = ad_next;
+          ad_next = in.ad;
+          const bool in_band = within(band, q);
+          const double e = (p == P - 1 && q == Q - 1) ? 1.0
+                           : !in_band                 ? 0.0  // outside the band, exactly
+                                                      : in.au + diag_prod + left_prod;
+          const Tape2<Scalar> tw = in_band ? ts[int64_t(srow) * rows + t] : Tape2<Scalar>{Scalar(0), Scalar(0)};
+          const double wd = double(tw.diag), wu = double(tw.up);
+          Pub out{e * wu, e * wd, 0.0, 0.0};
+          left_prod = e * fmax(1.0 - wd - wu, 0.0);
+          if (is_cost_cell(pb, p, q)) {
+            const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
+            double dc = e;
+            if (pb.smooth) {
+              dc += s_left + in.su + sd_next;
+              sd_next = in.sd;
+              if (in_band) {
+                M w[3];
+                smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
+                out.su = e * double(w[1]);
+                out.sd = e * double(w[2]);
+                s_left = e * double(w[0]);
+              } else {  // E = 0: nothing to spread
+                s_left = 0.0;
+              }
+            }
+            if (within(gcols, q)) g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
+          } else if (!cost_row) {  // a weak grid's threshold row: pass the smoothing terms up
+            out.su = in.su;
+            out.sd = in.sd;
+          }
+          pbuf(s)[t] = out;
+          // In place: the strip's last thread read colbuf[q] at step q + rows - 1 >= this one.
+          if (t == 0 && top > 0) colbuf[q] = out;
+        }
+        __syncthreads();
+        srow = srow == 0 ? Q - 1 : srow - 1;
+      }
+    }
+  }
+};
+
+template <typename Scalar, bool kGrad, int kMaxThreads>
+__global__ void __launch_bounds__(kMaxThreads)
+    block_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
+                 Scalar* __restrict__ grad, double* scratch, int64_t scratch_stride, Tape2<Scalar>* tape,
+                 int64_t tape_stride) {
+  S2DTW_DYNAMIC_SHARED(double, smem);
+  const int64_t b = blockIdx.x;
+  const int t = threadIdx.x, T = blockDim.x;
+  int64_t n, m;
+  const bool ok = pair_lengths(pb, b, n, m);
+  const int P = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
+  const int64_t offset = pair_offset(pb, b);
+  Scalar* g = kGrad ? grad + offset : nullptr;
+  if constexpr (kGrad) zero_padding(pb, g, n, m, t, T);
+  if (!ok) {  // uniform over the block: nobody reaches a barrier
+    if (t == 0) value[b] = Scalar(std::numeric_limits<double>::quiet_NaN());
+    return;
+  }
+  const int64_t width = band_width(pb, P, Q);
+  if constexpr (kGrad)
+    if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, t, T);
+  const BlockPair<Scalar, kGrad> pair{pb, k, {cost + offset, pb.stride_i, pb.stride_j}, g, value, b, width,
+                                      scratch + b * scratch_stride, kGrad ? tape + b * tape_stride : nullptr,
+                                      smem, P, Q, t, T};
+  for (int top = 0; top < P; top += T) pair.forward_strip(top);
+  if constexpr (kGrad) pair.backward();
+}
+
+}  // namespace
+}  // namespace s2dtw::cuda

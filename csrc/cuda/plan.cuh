@@ -1,0 +1,120 @@
+// Host side of the CUDA module: the workspace's sizes (tape and wavefront buffers) and the
+// plan (thread or block regime, strip height) from a cycle model. Included by s2dtw_cuda.cu only.
+#pragma once
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "block_kernel.cuh"
+#include "cell_math.cuh"
+#include "pair_cells.cuh"
+
+namespace s2dtw::cuda {
+namespace {
+
+constexpr size_t kAlign = 256;
+
+struct Sizes {
+  int64_t P = 0, Q = 0;      // grid extents of a padded pair
+  size_t tape_bytes = 0;     // 0 without a gradient
+  size_t scratch_bytes = 0;  // float64 wavefront buffers
+  int64_t scratch_per_pair = 0;
+  size_t total = 0;
+};
+
+size_t checked_mul(size_t a, size_t b) {
+  size_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw std::runtime_error("s2dtw (cuda): problem too large (size overflow)");
+  return r;
+}
+
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+template <typename Scalar>
+Sizes sizes(const Problem& pb, bool with_grad) {
+  if (pb.n_pairs < 0 || pb.padded_n < 1 || pb.padded_m < 1)
+    throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty padded pairs)");
+  Sizes z;
+  z.P = grid_extent(pb, pb.padded_n);
+  z.Q = grid_extent(pb, pb.padded_m);
+  if (z.P > INT_MAX / 2 || z.Q > INT_MAX / 2)
+    throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
+  const size_t np = size_t(pb.n_pairs);
+  if (with_grad)
+    z.tape_bytes = align_up(checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))),
+                                        sizeof(Tape2<Scalar>)));
+  // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m
+  // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column).
+  z.scratch_per_pair = with_grad ? 4 * z.Q : z.Q + 1;
+  z.scratch_bytes = align_up(checked_mul(checked_mul(np, size_t(z.scratch_per_pair)), sizeof(double)));
+  z.total = z.tape_bytes + z.scratch_bytes + kAlign;  // slack to align the caller's pointer
+  return z;
+}
+
+struct Plan {
+  bool block_regime = true;
+  int strip = 32;  // rows per strip = threads per block (block regime)
+};
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("s2dtw (cuda): ") + what + ": " + cudaGetErrorString(err));
+}
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  return std::max(sms, 1);
+}
+
+// A cycle model of an H100/H200 SM (4 schedulers). A cell costs `ins` warp-instructions
+// of issue (the static SASS of the cell loops for sm_90, forward + backward, as
+// benchmarks/cuda_predict.py reports them) and, on the dependent chain, ~kChain cycles per
+// instruction (about half of them, ~6 cycles each), plus a barrier and shared-memory hand-over
+// per step in the block regime. Work follows the band: only band cells are issued, only
+// band steps run. Each regime's estimate is waves x max(chain latency, the SM's issue).
+// Problem::cuda_regime (1 thread, 2 block) and cuda_strip override the choice.
+Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bool f64) {
+  const double ins = f64 ? (grad ? 985.0 : 560.0) : (grad ? 513.0 : 230.0);
+  constexpr double kChain = 3.0, kStepSync = 80.0, kThreadResident = 640.0;
+  const double np = double(pb.n_pairs), s = double(sms);
+  const int64_t width = band_width(pb, P, Q);
+  double band_cells = 0;  // of a padded pair
+  for (int64_t p = 0; p < P; ++p) band_cells += double(columns(P, Q, width, p).hi - columns(P, Q, width, p).lo + 1);
+  // Thread regime: one chain of band_cells cells per thread, 32 threads per warp.
+  const double warps_per_sm = std::min(kThreadResident / 32.0, std::ceil(np / (32.0 * s)));
+  const double thread_est = std::ceil(np / (kThreadResident * s)) * band_cells * ins *
+                            std::max(kChain, warps_per_sm / 4.0);
+  Plan best{true, 32};
+  double best_est = -1;
+  for (int T = 32; T <= kMaxStrip; T *= 2) {
+    if (T > 32 && T / 2 >= P) break;  // taller strips than the grid only add idle threads
+    const double per_sm = std::min({32.0, 2048.0 / T, std::ceil(np / s)});
+    double steps = 0, warp_cells = 0;  // per block: steps run, warp-cells issued
+    for (int64_t top = 0; top < P; top += T) {
+      const int64_t rows = std::min<int64_t>(T, P - top);
+      const int64_t span = columns(P, Q, width, top + rows - 1).hi - columns(P, Q, width, top).lo + 1;
+      steps += double(span + rows - 1);
+      warp_cells += std::ceil(rows / 32.0) * (double(span) + 31.0);
+    }
+    const double est = std::ceil(np / (per_sm * s)) *
+                       std::max(steps * (ins * kChain + kStepSync), per_sm * warp_cells * ins / 4.0);
+    if (best_est < 0 || est < best_est) best_est = est, best.strip = T;
+  }
+  best.block_regime = !(thread_est < best_est);
+  if (pb.cuda_regime) best.block_regime = pb.cuda_regime == 2;
+  if (pb.cuda_strip) {
+    if (pb.cuda_strip < 32 || pb.cuda_strip > kMaxStrip || pb.cuda_strip % 32 != 0)
+      throw std::invalid_argument("s2dtw (cuda): the strip must be a multiple of 32 in [32, 1024]");
+    best.strip = pb.cuda_strip;
+  }
+  return best;
+}
+
+}  // namespace
+}  // namespace s2dtw::cuda
