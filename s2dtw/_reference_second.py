@@ -15,46 +15,38 @@ import numpy as np
 from s2dtw import _reference
 
 
-def _neighbours(i: int, j: int) -> tuple[tuple[int, int], ...]:
-    """The smoothing's neighbours of (i, j) in its weights' order: left, up, diagonal."""
-    return (i, j - 1), (i - 1, j), (i - 1, j - 1)
+def _smoothing_edges(n: int, m: int):
+    """(i, j, slot, a, b): cost cell (a, b) is (i, j)'s smoothing neighbour `slot` (left, up, diagonal)."""
+    for i in range(n):
+        for j in range(m):
+            for slot, (a, b) in enumerate(((i, j - 1), (i - 1, j), (i - 1, j - 1))):
+                if a >= 0 and b >= 0:
+                    yield i, j, slot, a, b
 
 
 def _smoothing_tangent(direction: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """dot D[i, j] = Z[i, j] + sum_l w_l(i, j) Z[neighbour l]; neighbours outside have w = 0."""
-    n, m = direction.shape
+    """dot D[i, j] = Z[i, j] + sum_l w_l(i, j) Z[neighbour l] (w = 0 at (0, 0): constant neighbours)."""
     out = direction.copy()
-    for i in range(n):
-        for j in range(m):
-            for slot, (a, b) in enumerate(_neighbours(i, j)):
-                if a >= 0 and b >= 0:
-                    out[i, j] += weights[i, j, slot] * direction[a, b]
+    for i, j, slot, a, b in _smoothing_edges(*direction.shape):
+        out[i, j] += weights[i, j, slot] * direction[a, b]
     return out
 
 
 def _smoothing_pullback(upstream: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The adjoint of dot D: out[k, l] = up[k, l] + sum over (i, j) having (k, l) as neighbour of up[i, j] w."""
-    n, m = upstream.shape
+    """The adjoint of dot D: out[a, b] = up[a, b] + sum over the (i, j) having (a, b) as neighbour of up[i, j] w."""
     out = upstream.copy()
-    for i in range(n):
-        for j in range(m):
-            for slot, (a, b) in enumerate(_neighbours(i, j)):
-                if a >= 0 and b >= 0:
-                    out[a, b] += upstream[i, j] * weights[i, j, slot]
+    for i, j, slot, a, b in _smoothing_edges(*upstream.shape):
+        out[a, b] += upstream[i, j] * weights[i, j, slot]
     return out
 
 
-def _smoothing_curvature(first: np.ndarray, direction: np.ndarray, weights: np.ndarray,
-                         smoothing: float) -> np.ndarray:
-    """sum over (i, j) of G[i, j] dot w_l(i, j) at neighbour l, dot w_l = -(w_l / s)(Z[nb l] - sum_r w_r Z[nb r])."""
-    n, m = first.shape
+def _smoothing_curvature(first: np.ndarray, direction: np.ndarray, smoothed_direction: np.ndarray,
+                         weights: np.ndarray, smoothing: float) -> np.ndarray:
+    """sum over (i, j) of G[i, j] dot w_l(i, j) at neighbour l, dot w_l = -(w_l / s)(Z[nb l] - (dot D - Z)[i, j])."""
     out = np.zeros_like(first)
-    for i in range(n):
-        for j in range(m):
-            inside = [(slot, a, b) for slot, (a, b) in enumerate(_neighbours(i, j)) if a >= 0 and b >= 0]
-            mean = sum(weights[i, j, slot] * direction[a, b] for slot, a, b in inside)
-            for slot, a, b in inside:
-                out[a, b] -= first[i, j] * weights[i, j, slot] / smoothing * (direction[a, b] - mean)
+    mean = smoothed_direction - direction  # sum_r w_r(i, j) Z[neighbour r]
+    for i, j, slot, a, b in _smoothing_edges(*first.shape):
+        out[a, b] -= first[i, j] * weights[i, j, slot] / smoothing * (direction[a, b] - mean[i, j])
     return out
 
 
@@ -133,5 +125,6 @@ def hvp(cost: np.ndarray, direction: np.ndarray, gamma: float, smoothing: float 
     if weights is None:
         return value, expected, expected_dot
     grad = _smoothing_pullback(expected, weights)
-    product = _smoothing_pullback(expected_dot, weights) + _smoothing_curvature(expected, direction, weights, smoothing)
+    curvature = _smoothing_curvature(expected, direction, smoothed_direction, weights, smoothing)
+    product = _smoothing_pullback(expected_dot, weights) + curvature
     return value, grad, product
