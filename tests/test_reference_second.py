@@ -157,3 +157,15 @@ def test_wrong_direction_shape_and_unreachable_band_raise():
         _reference_second.hvp(cost, direction[:, :2], 0.5)
     with pytest.raises(ValueError, match="band"):
         _reference_second.hvp(np.zeros((2, 9)), np.zeros((2, 9)), 0.5, bandwidth=0.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (6, 4)])
+def test_value_tangent_is_expected_alignment_times_direction(shape):
+    """dot R[P, Q] = <E, dot W> (docs/semantics.md "Second order"), and E is soft_dtw_grad's."""
+    grid, grid_direction = pair(shape, 17)
+    gamma = 0.3
+    table = _reference.soft_dtw_table(grid, gamma)
+    tangent = _reference_second.tangent_table(table, grid_direction, gamma)
+    expected, _ = _reference_second.expected_and_tangent(table, tangent, grid_direction, gamma)
+    np.testing.assert_allclose(expected, _reference.soft_dtw_grad(grid, table, gamma), rtol=1e-12, atol=1e-14)
+    assert tangent[-1, -1] == pytest.approx(np.sum(expected * grid_direction), rel=1e-12, abs=1e-14)
