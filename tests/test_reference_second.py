@@ -169,3 +169,25 @@ def test_value_tangent_is_expected_alignment_times_direction(shape):
     expected, _ = _reference_second.expected_and_tangent(table, tangent, grid_direction, gamma)
     np.testing.assert_allclose(expected, _reference.soft_dtw_grad(grid, table, gamma), rtol=1e-12, atol=1e-14)
     assert tangent[-1, -1] == pytest.approx(np.sum(expected * grid_direction), rel=1e-12, abs=1e-14)
+
+
+def test_pull_form_of_the_tangent_backward_equals_the_push_form():
+    """docs/semantics.md's pull form (what a row-by-row kernel computes) gives the oracle's dot E."""
+    grid, grid_direction = pair((4, 6), 19)
+    gamma = 0.4
+    table = _reference.soft_dtw_table(grid, gamma, _reference.band_mask(4, 6, 2.0))
+    tangent = _reference_second.tangent_table(table, grid_direction, gamma)
+    expected, expected_dot = _reference_second.expected_and_tangent(table, tangent, grid_direction, gamma)
+    rows, cols = grid.shape
+    pulled = np.zeros((rows + 2, cols + 2))
+    for p in range(rows, 0, -1):
+        for q in range(cols, 0, -1):
+            for tp, tq, slot in ((p + 1, q + 1, 0), (p + 1, q, 1), (p, q + 1, 2)):
+                if tp > rows or tq > cols or not np.isfinite(table[tp, tq]):
+                    continue
+                pi = _reference.softmin(_reference.predecessors(table, tp, tq), gamma)[1][slot]
+                dot_w = grid_direction[tp - 1, tq - 1]
+                pulled[p, q] += pi * pulled[tp, tq] - pi / gamma * (
+                    tangent[p, q] - tangent[tp, tq] + dot_w) * expected[tp - 1, tq - 1]
+    np.testing.assert_allclose(pulled[1 : rows + 1, 1 : cols + 1], expected_dot, rtol=1e-12, atol=1e-14)
+    assert np.abs(expected_dot).max() > 1e-3
