@@ -64,7 +64,7 @@ def backends() -> dict[str, Any]:
     return {
         "cpp": cpp is not None,
         "openmp": bool(cpp is not None and cpp.openmp),
-        "simd": cpp.simd_level(read_switches().max_simd) if cpp is not None else None,
+        "simd": cpp.simd_level() if cpp is not None else None,
         "cuda": _available("cuda"),
         "cuda_module_built": _load("cuda") is not None,
         "numba": _numba_installed(),
