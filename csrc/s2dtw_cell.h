@@ -23,6 +23,8 @@ namespace s2dtw {
 //                   + i * stride_i + j * stride_j];
 // a batch of (B, N, M) costs has pairs_per_x = 1, stride_x = N * M; the all-pairs
 // layout (Bx * N, By * M) has pairs_per_x = By. The gradient uses the same layout.
+// Its Python twin is s2dtw/_problem.py's Problem; csrc/bindings/problem_args.h (problem_from)
+// is the one conversion, field by field: a new field goes in both and there.
 struct Problem {
   int64_t n_pairs = 0;
   int64_t pairs_per_x = 1;

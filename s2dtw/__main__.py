@@ -12,6 +12,7 @@ import time
 import torch
 
 import s2dtw
+from s2dtw._band import grid_extent
 
 PICTURE = "s2dtw_demo_alignment.png"
 
@@ -91,7 +92,8 @@ def benchmark(min_repeats: int, seconds: float) -> None:
     print(f"  {'case':42s} {'backend':8s} {'median ms':>9s} {'min ms':>8s} {'max ms':>8s} {'reps':>5s} "
           f"{'Mcells/s':>9s}")
     for title, variant, batch, n, m, gamma in cases:
-        grid_cells = batch * ((2 * n + 1) * (2 * m + 1) if variant["threshold"] is not None else n * m)
+        weak = variant["threshold"] is not None
+        grid_cells = batch * grid_extent(weak, n) * grid_extent(weak, m)
         for device in devices:
             names = ["cuda"] if device.type == "cuda" else [b for b in ("cpp", "numba") if s2dtw.backends()[b]]
             for name in names:

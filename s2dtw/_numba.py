@@ -17,7 +17,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-_LN3 = 1.0986122886681098
+from . import _band
+from ._problem import LN3, Problem
+
+# The band rule and grid size are _band.py's, compiled here (inlined into the kernel).
+band_width = njit(inline="always")(_band.band_width)
+band_columns = njit(inline="always")(_band.band_columns)
+grid_extent = njit(inline="always")(_band.grid_extent)
 
 
 @njit(inline="always")
@@ -46,7 +52,7 @@ def smoothed_cost(cost, base, stride_i, stride_j, i, j, smooth, smoothing):
     if not smooth:
         return c, 0.0, 0.0, 0.0
     if i == 0 and j == 0:
-        return c - smoothing * _LN3, 0.0, 0.0, 0.0  # softmin_s(0, 0, 0); constants, no gradient
+        return c - smoothing * LN3, 0.0, 0.0, 0.0  # softmin_s(0, 0, 0); constants, no gradient
     left = cost_at(cost, base, stride_i, stride_j, i, j - 1) if j > 0 else math.inf
     up = cost_at(cost, base, stride_i, stride_j, i - 1, j) if i > 0 else math.inf
     diag = cost_at(cost, base, stride_i, stride_j, i - 1, j - 1) if i > 0 and j > 0 else math.inf
@@ -73,32 +79,10 @@ def grid_cell(cost, base, stride_i, stride_j, p, q, smooth, smoothing, weak, thr
     return smoothed_cost(cost, base, stride_i, stride_j, i, j, smooth, smoothing)[0]
 
 
-@njit(inline="always")
-def grid_extent(weak, length):
-    return 2 * length + 1 if weak else length
-
-
-@njit(inline="always")
-def band_width(weak, banded, bandwidth, P, Q):
-    """|p (Q-1) - q (P-1)| <= width keeps a cell (see ``band_width`` in s2dtw_cell.h)."""
-    full = (P - 1) * (Q - 1)
-    if not banded:
-        return full
-    raw = (2.0 if weak else 1.0) * bandwidth * min(P - 1, Q - 1)
-    return full if raw >= full else int(math.floor(raw))
-
-
-@njit(inline="always")
-def band_columns(P, Q, width, p):
-    """First and last column of grid row p inside the band."""
-    if P == 1:
-        return 0, Q - 1
-    centre = p * (Q - 1)
-    return max(0, -((width - centre) // (P - 1))), min(Q - 1, (centre + width) // (P - 1))
-
-
-def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, stride_x, stride_y, stride_i,
-            stride_j, padded_n, padded_m, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, n_chunks):
+def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, padded_n, padded_m, stride_x, stride_y,
+            stride_i, stride_j, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, n_chunks):
+    # pairs_per_x .. stride_j: Layout.ints(), in its fields' order; then Params, each optional one as a flag and
+    # a value (run() unpacks the Problem).
     n_pairs = value.shape[0]
     inv_gamma = 1.0 / gamma
     big_p, big_q = grid_extent(weak, padded_n), grid_extent(weak, padded_m)
@@ -195,30 +179,24 @@ def _mark_forked() -> None:
 os.register_at_fork(after_in_child=_mark_forked)
 
 
-def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, *, pair_n: np.ndarray,
-        pair_m: np.ndarray, n_pairs: int, pairs_per_x: int, stride_x: int, stride_y: int, stride_i: int, stride_j: int,
-        padded_n: int, padded_m: int, gamma: float, smoothing: float | None, threshold: float | None,
-        bandwidth: float | None, num_threads: int) -> None:
-    """Soft-DTW values (and gradients) of every pair in a flat cost buffer.
+def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, problem: Problem, num_threads: int) -> None:
+    """Soft-DTW values (and gradients) of every pair of `problem` in a flat cost buffer.
 
-    Pair ``b``'s cell ``(i, j)`` lies at ``(b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
-    + i * stride_i + j * stride_j`` of ``cost`` (1-D, float32 or float64); the pair is
-    ``pair_n[b] x pair_m[b]`` inside a ``padded_n x padded_m`` block. ``value[b]`` receives the value;
-    ``grad`` (None or laid out like ``cost``) receives d value / d cost, 0 on each block's padding.
-    ``smoothing`` None disables the local smoothing; ``threshold`` None uses the plain grid instead of
-    the weak-alignment one; ``bandwidth`` None means no Sakoe-Chiba band. Runs on up to ``num_threads`` threads.
+    ``cost`` is 1-D (float32 or float64), laid out as ``problem.layout`` says; ``value`` (n_pairs,)
+    receives the values; ``grad`` (None or laid out like ``cost``) receives d value / d cost, 0 on each
+    region's padding. Runs on up to ``num_threads`` threads.
     """
-    if n_pairs == 0:
+    layout, params = problem.layout, problem.params
+    if layout.n_pairs == 0:
         return
     with_grad = grad is not None
     if grad is None:
         grad = np.empty(0, cost.dtype)
-    n_chunks = 1 if _forked else max(1, min(int(num_threads), n_pairs))
-    args = (cost, value, grad, with_grad, pair_n, pair_m, int(pairs_per_x), int(stride_x), int(stride_y),
-            int(stride_i), int(stride_j), int(padded_n), int(padded_m), float(gamma), smoothing is not None,
-            0.0 if smoothing is None else float(smoothing), threshold is not None,
-            0.0 if threshold is None else float(threshold), bandwidth is not None,
-            0.0 if bandwidth is None else float(bandwidth), n_chunks)
+    n_chunks = 1 if _forked else max(1, min(int(num_threads), layout.n_pairs))
+    optional = [(v is not None, 0.0 if v is None else float(v))
+                for v in (params.smoothing, params.threshold, params.bandwidth)]
+    args = (cost, value, grad, with_grad, layout.pair_n.numpy(), layout.pair_m.numpy(), *map(int, layout.ints()),
+            float(params.gamma), *(x for pair in optional for x in pair), n_chunks)
     if n_chunks == 1:
         _serial_kernel(*args)
         return

@@ -3,7 +3,8 @@
 A ``torch.library.custom_op`` (``torch.ops.s2dtw.align``, torch >= 2.4) with a fake (meta)
 implementation and an autograd formula, so ``torch.compile`` traces through it without graph
 breaks. The kernel computes the gradient together with the value (it needs the forward's
-transition weights); backward only scales it.
+transition weights); backward only scales it. The op's schema holds tensors, ints and floats:
+`_to_op` and `_from_op` are the one conversion to and from the call's description (_problem.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,22 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch
-from ._dispatch import Layout, Params
+from ._problem import Layout, Params, Problem
 
 
 def _needs_grad(cost: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and cost.requires_grad
+
+
+def _to_op(layout: Layout, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[int], list[float]]:
+    """The op's arguments `pair_n, pair_m, layout, params` for a description."""
+    return layout.pair_n, layout.pair_m, layout.ints(), params.floats()
+
+
+def _from_op(pair_n: torch.Tensor, pair_m: torch.Tensor, layout: list[int],
+             params: list[float]) -> tuple[Layout, Params]:
+    """The description back from the op's arguments."""
+    return Layout.from_ints(pair_n, pair_m, layout), Params.from_floats(params)
 
 
 @torch.library.custom_op("s2dtw::align", mutates_args=())
@@ -24,26 +36,23 @@ def align_op(
     pair_n: torch.Tensor,
     pair_m: torch.Tensor,
     layout: list[int],
-    gamma: float,
-    smoothing: float | None,
-    threshold: float | None,
-    bandwidth: float | None,
+    params: list[float],
     backend: str,
     need_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Values (n_pairs,) and d value / d cost (shaped like cost; empty unless need_grad).
 
-    `backend` "" picks the default; it is resolved here, at run time, so that tracing never
-    looks at which modules are installed.
+    `backend` "" picks the default; it is resolved here, at run time, as the switches are read
+    (Problem), so that tracing never looks at which modules are installed or at the environment.
     """
-    params = Params(gamma, smoothing, threshold, bandwidth)
-    chosen = _dispatch.resolve_backend(cost.device, backend or None)
-    value, grad = _dispatch.run(chosen, cost, Layout.from_ints(pair_n, pair_m, layout), params, need_grad)
+    problem = Problem(*_from_op(pair_n, pair_m, layout, params))
+    chosen = _dispatch.resolve_backend(cost.device, backend or None, problem.switches)
+    value, grad = _dispatch.run(chosen, cost, problem, need_grad)
     return value, (grad if grad is not None else cost.new_empty(0))
 
 
 @align_op.register_fake
-def _(cost, pair_n, pair_m, layout, gamma, smoothing, threshold, bandwidth, backend, need_grad):
+def _(cost, pair_n, pair_m, layout, params, backend, need_grad):
     grad = torch.empty_like(cost) if need_grad else cost.new_empty(0)
     return cost.new_empty(pair_n.shape[0]), grad
 
@@ -67,19 +76,18 @@ class _FirstOrderOnly(torch.autograd.Function):
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.layout = Layout.from_ints(inputs[1], inputs[2], inputs[3])
+    ctx.layout, _ = _from_op(*inputs[1:5])
     ctx.save_for_backward(output[1])
 
 
 def _backward(ctx, grad_value, _grad_of_grad):
     (grad,) = ctx.saved_tensors
-    return (_FirstOrderOnly.apply(grad, grad_value, ctx.layout),) + (None,) * 9
+    return (_FirstOrderOnly.apply(grad, grad_value, ctx.layout),) + (None,) * 6
 
 
 align_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def align(cost: torch.Tensor, layout: Layout, params: Params, backend: str | None) -> torch.Tensor:
-    value, _ = align_op(cost, layout.pair_n, layout.pair_m, layout.ints(), params.gamma, params.smoothing,
-                        params.threshold, params.bandwidth, backend or "", _needs_grad(cost))
+    value, _ = align_op(cost, *_to_op(layout, params), backend or "", _needs_grad(cost))
     return value

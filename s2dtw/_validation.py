@@ -10,12 +10,19 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._dispatch import BACKENDS, Params, compiling
+from ._band import band_connects, band_width, grid_extent
+from ._problem import BACKENDS, Params, check_length_range
 
 Lengths = torch.Tensor | Sequence[int] | None
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 METRICS = ("neg_dot", "neg_cosine", "sqeuclidean")
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing this call (False on torch without torch.compiler)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _real(name: str, v: object) -> float:
@@ -193,9 +200,7 @@ def check_lengths(name: str, lengths: Lengths, batch: int, full: int,
     if traced or on_device:  # shape only: the range check would read the values on the host
         return lengths.to(device, torch.int64)
     values = lengths.detach().to("cpu", torch.int64)
-    low, high = int(values.min()), int(values.max())
-    if low < 1 or high > full:
-        raise ValueError(f"{name} must lie in [1, {full}] (the padded length), got values in [{low}, {high}]")
+    check_length_range(name, values, full)
     if device.type != "cuda":
         return values
     if compiling():  # traced: the copy is the graph's to schedule (no pinning, no capture query in a trace)
@@ -206,14 +211,9 @@ def check_lengths(name: str, lengths: Lengths, batch: int, full: int,
     return values.pin_memory().to(device, non_blocking=True)
 
 
-def _band_connects(rows: int, cols: int, width: float) -> bool:
-    """Whether a monotone path from (0, 0) to the last cell stays inside the band (docs/semantics.md)."""
-    if rows == 1:
-        return True
-    centre = np.arange(rows) * (cols - 1)
-    lo = np.maximum(0, -((np.floor(width) - centre) // (rows - 1)))
-    hi = np.minimum(cols - 1, (centre + np.floor(width)) // (rows - 1))
-    return bool(np.all(lo[1:] <= np.minimum(hi[:-1] + 1, hi[1:])))
+def _connects(weak: bool, rows: int, cols: int, bandwidth: float) -> bool:
+    """Whether a band of `bandwidth` elements leaves a path through the rows x cols grid (s2dtw/_band.py)."""
+    return band_connects(rows, cols, band_width(weak, True, bandwidth, rows, cols))
 
 
 def _round_up(v: float) -> float:
@@ -233,18 +233,16 @@ def check_band(params: Params, x_lengths: torch.Tensor, y_lengths: torch.Tensor,
         return
     xs, ys = x_lengths.tolist(), y_lengths.tolist()
     pairs = {(a, b) for a in set(xs) for b in set(ys)} if all_pairs else set(zip(xs, ys, strict=True))
-    cells = 1 if params.threshold is None else 2  # grid cells per sequence element
+    weak = params.threshold is not None
     for n, m in sorted(pairs):
-        rows, cols = (2 * n + 1, 2 * m + 1) if params.threshold is not None else (n, m)
-        shorter = min(rows - 1, cols - 1)
-        if _band_connects(rows, cols, cells * params.bandwidth * shorter):
+        rows, cols = grid_extent(weak, n), grid_extent(weak, m)
+        if _connects(weak, rows, cols, params.bandwidth):
             continue
         low, high = params.bandwidth, float(max(n, m))
         for _ in range(40):  # the narrowest band that connects, to say what would work
             mid = (low + high) / 2
-            low, high = (low, mid) if _band_connects(rows, cols, cells * mid * shorter) else (mid, high)
+            low, high = (low, mid) if _connects(weak, rows, cols, mid) else (mid, high)
         raise ValueError(
             f"bandwidth={params.bandwidth} cuts every path off for a pair of lengths ({n}, {m}): "
             f"the value would be +inf. Use bandwidth >= {_round_up(high):.4g} (or None)."
         )
-

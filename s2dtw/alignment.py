@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from . import _torch_reference, functional
+from ._band import dense_grid_bandwidth
 from ._cost import Metric, compute_dtype, cost_matrix
 from ._validation import Lengths, check_cost, check_lengths, check_options, check_params, check_sequences, uses_cost
 
@@ -62,8 +63,7 @@ def soft_alignment(
     common["x_lengths"] = 2 * check_lengths("x_lengths", x_lengths, batch, n, cost.device) + 1
     common["y_lengths"] = 2 * check_lengths("y_lengths", y_lengths, batch, m, cost.device) + 1
     with torch.enable_grad():
-        # On the explicit grid, a band of b elements is one of 2b cells.
-        dense = functional.soft_dtw(cost=grid, bandwidth=None if bandwidth is None else 2 * bandwidth, **common)
+        dense = functional.soft_dtw(cost=grid, bandwidth=dense_grid_bandwidth(bandwidth), **common)
         (expected,) = torch.autograd.grad(dense.sum(), grid)
     return SoftAlignment(
         value.detach(), alignment, expected[:, 1::2, 0::2].sum(-1), expected[:, 0::2, 1::2].sum(-2)

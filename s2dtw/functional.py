@@ -6,7 +6,7 @@ import torch
 
 from . import _op
 from ._cost import Metric, compute_dtype, cost_matrix
-from ._dispatch import Layout, Params, compiling
+from ._problem import Layout, Params
 from ._validation import (
     Lengths,
     check_band,
@@ -15,6 +15,7 @@ from ._validation import (
     check_options,
     check_params,
     check_sequences,
+    compiling,
     poison_non_finite,
     uses_cost,
 )

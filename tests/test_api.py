@@ -111,6 +111,40 @@ def test_backend_selection(monkeypatch):
         s2dtw.s2dtw(cost=cost, backend="cuda")
 
 
+@pytest.mark.parametrize("name, value", [("S2DTW_SIMD", "sse2"), ("S2DTW_CUDA_REGIME", "warp"),
+                                         ("S2DTW_CUDA_STRIP", "48"), ("S2DTW_CUDA_STRIP", "2048"),
+                                         ("S2DTW_CUDA_STRIP", "-32"), ("S2DTW_CUDA_STRIP", "big")])
+def test_bad_switch_raises_naming_it(monkeypatch, cpu_backend, name, value):
+    """The switches are read in one place (s2dtw/_problem.py, read_switches) for every backend."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        s2dtw.s2dtw(cost=torch.randn(1, 3, 3), backend=cpu_backend)
+
+
+def test_switches_reach_the_description(monkeypatch):
+    from s2dtw._problem import Switches, read_switches
+
+    assert read_switches({}) == Switches()
+    env = dict(S2DTW_BACKEND="numpy", S2DTW_SIMD="avx2", S2DTW_CUDA_REGIME="block", S2DTW_CUDA_STRIP="96")
+    assert read_switches(env) == Switches("numpy", 1, 2, 96)
+    assert read_switches(dict(S2DTW_SIMD="scalar", S2DTW_CUDA_REGIME="thread")) == Switches(None, 0, 1, 0)
+
+
+@pytest.mark.skipif(not s2dtw.backends()["cpp"], reason="the C++ extension was not built")
+@pytest.mark.parametrize("switches", [dict(max_simd=3), dict(max_simd=-1), dict(cuda_regime=3),
+                                      dict(cuda_strip=48), dict(cuda_strip=2048), dict(max_simd=2**40)])
+def test_the_extension_checks_the_switches_it_is_handed(switches):
+    """Never trust what crosses the boundary: C++ checks the description's switches itself."""
+    from s2dtw import _cpu
+    from s2dtw._problem import Layout, Params, Problem, Switches
+
+    cost, value = torch.rand(1, 3, 3, dtype=torch.float64), torch.empty(1, dtype=torch.float64)
+    problem = Problem(Layout.batched(cost, torch.tensor([3]), torch.tensor([3])), Params(1.0, None, None),
+                      Switches(**switches))
+    with pytest.raises(ValueError, match="invalid problem description"):
+        _cpu.run("float64", cost.data_ptr(), value.data_ptr(), 0, 1, problem)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_cuda_device_without_cuda_backend_raises_instead_of_copying():
     with pytest.raises(RuntimeError, match="never copies to the CPU"):

@@ -176,5 +176,7 @@ def test_vector_exp_log_float32(level):
     assert np.max(np.abs(ls - np.log(s.astype(np.float64)))) <= 2e-7
 
 
-def test_simd_level_reported():
+def test_simd_level_reported(monkeypatch):
     assert _cpu.simd_level() in ("avx512", "avx2", "scalar")
+    monkeypatch.setenv("S2DTW_SIMD", "scalar")  # the level a call runs at, after $S2DTW_SIMD
+    assert _cpu.simd_level() == s2dtw.backends()["simd"] == "scalar"

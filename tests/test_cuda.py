@@ -26,6 +26,7 @@ import torch
 from helpers import VARIANTS, public_entries
 
 import s2dtw
+from s2dtw._problem import Layout, Params, Problem
 
 pytestmark = pytest.mark.cuda
 
@@ -236,12 +237,12 @@ def test_all_pairs_layout():
     cost = torch.randn(bx * n, by * m, dtype=torch.float64)
     x_lengths = torch.tensor([9, 4, 1])
     y_lengths = torch.tensor([7, 7, 2, 5])
-    params = _dispatch.Params(gamma=0.3, smoothing=0.1, threshold=0.5)
+    params = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
     out = {}
     for backend, device in (("cuda", "cuda"), ("cpp", "cpu")):
         c = cost.to(device)
-        layout = _dispatch.Layout.all_pairs(c, x_lengths.to(device), y_lengths.to(device))
-        value, grad = _dispatch.run(backend, c, layout, params, need_grad=True)
+        layout = Layout.all_pairs(c, x_lengths.to(device), y_lengths.to(device))
+        value, grad = _dispatch.run(backend, c, Problem(layout, params), need_grad=True)
         out[backend] = (value.cpu(), grad.cpu())
     torch.testing.assert_close(out["cuda"][0], out["cpp"][0], **F64)
     torch.testing.assert_close(out["cuda"][1], out["cpp"][1], **F64)
@@ -254,24 +255,9 @@ def test_workspace_checks():
     value = torch.empty(4, device="cuda", dtype=torch.float32)
     grad = torch.empty_like(cost)
     lengths = torch.tensor([10, 10, 10, 10], device="cuda"), torch.tensor([12, 12, 12, 12], device="cuda")
-    problem = dict(
-        pair_n=lengths[0].data_ptr(),
-        pair_m=lengths[1].data_ptr(),
-        n_pairs=4,
-        pairs_per_x=1,
-        stride_x=120,
-        stride_y=0,
-        stride_i=12,
-        stride_j=1,
-        padded_n=10,
-        padded_m=12,
-        gamma=1.0,
-        smoothing=0.1,
-        threshold=0.5,
-        bandwidth=None,
-    )
-    with_grad = _cuda.workspace_bytes("float32", True, **problem)
-    without = _cuda.workspace_bytes("float32", False, **problem)
+    problem = Problem(Layout.batched(cost, *lengths), Params(gamma=1.0, smoothing=0.1, threshold=0.5))
+    with_grad = _cuda.workspace_bytes("float32", True, problem)
+    without = _cuda.workspace_bytes("float32", False, problem)
     assert without < with_grad
     ws = torch.empty(with_grad, dtype=torch.uint8, device="cuda")
     stream = torch.cuda.current_stream().cuda_stream
@@ -284,11 +270,11 @@ def test_workspace_checks():
             ws.data_ptr(),
             with_grad - 1,
             stream,
-            **problem,
+            problem,
         )
-    _cuda.run("float32", cost.data_ptr(), value.data_ptr(), 0, ws.data_ptr(), without, stream, **problem)
+    _cuda.run("float32", cost.data_ptr(), value.data_ptr(), 0, ws.data_ptr(), without, stream, problem)
     _cuda.run(
-        "float32", cost.data_ptr(), value.data_ptr(), grad.data_ptr(), ws.data_ptr(), with_grad, stream, **problem
+        "float32", cost.data_ptr(), value.data_ptr(), grad.data_ptr(), ws.data_ptr(), with_grad, stream, problem
     )
     torch.cuda.synchronize()
     assert torch.isfinite(value).all() and torch.isfinite(grad).all()

@@ -22,7 +22,7 @@ from cuda_emulation import build
 from helpers import VARIANTS
 
 from s2dtw import _dispatch
-from s2dtw._dispatch import Layout, Params
+from s2dtw._problem import Layout, Params, Problem
 
 pytestmark = pytest.mark.cuda_emulation
 
@@ -65,15 +65,13 @@ def set_regime(monkeypatch, regime: str, strip: int | None = None) -> None:
 
 def run_emulated(module, cost: torch.Tensor, layout: Layout, params: Params, need_grad: bool):
     """Values and gradient from the emulated CUDA module; the gradient's neighbours are checked untouched."""
-    dtype = _dispatch._DTYPE_NAMES[cost.dtype]
-    problem = dict(pair_n=layout.pair_n.data_ptr(), pair_m=layout.pair_m.data_ptr(),
-                   **_dispatch._problem_kwargs(layout, params))
-    workspace = torch.full((module.workspace_bytes(dtype, need_grad, **problem),), 0xFF, dtype=torch.uint8)
+    dtype, problem = _dispatch._DTYPE_NAMES[cost.dtype], Problem(layout, params)
+    workspace = torch.full((module.workspace_bytes(dtype, need_grad, problem),), 0xFF, dtype=torch.uint8)
     value = torch.full((layout.n_pairs,), 12345.0, dtype=cost.dtype)
     padded = torch.full((cost.numel() + 2 * GUARD,), -777.0, dtype=cost.dtype)
     grad = padded[GUARD:-GUARD].view(cost.shape).fill_(float("nan")) if need_grad else None
     module.run(dtype=dtype, cost=cost.data_ptr(), value=value.data_ptr(), grad=0 if grad is None else grad.data_ptr(),
-               workspace=workspace.data_ptr(), workspace_size=workspace.numel(), stream=0, **problem)
+               workspace=workspace.data_ptr(), workspace_size=workspace.numel(), stream=0, problem=problem)
     assert (padded[:GUARD] == -777).all() and (padded[-GUARD:] == -777).all(), "wrote outside the gradient"
     return value, grad
 
@@ -81,7 +79,7 @@ def run_emulated(module, cost: torch.Tensor, layout: Layout, params: Params, nee
 def check(module, cost, layout, params, need_grad=True):
     """The emulated kernel against the C++ one (values; gradients when `need_grad`)."""
     value, grad = run_emulated(module, cost, layout, params, need_grad)
-    ref_value, ref_grad = _dispatch.run("cpp", cost, layout, params, need_grad)
+    ref_value, ref_grad = _dispatch.run("cpp", cost, Problem(layout, params), need_grad)
     value_tol, grad_tol = TOL[cost.dtype]
     torch.testing.assert_close(value, ref_value, **value_tol)
     assert torch.isfinite(value).all()
@@ -204,7 +202,7 @@ def test_untrusted_lengths(emulated, tmp_path):
     cost, layout = batched((len(UNTRUSTED[0]), 11, 9), *UNTRUSTED, seed=4)
     bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(*UNTRUSTED, strict=True)])
     ok_layout = Layout.batched(cost, layout.pair_n.clamp(1, 11), layout.pair_m.clamp(1, 9))
-    ref_value, ref_grad = _dispatch.run("cpp", cost, ok_layout, UNTRUSTED_PARAMS, True)
+    ref_value, ref_grad = _dispatch.run("cpp", cost, Problem(ok_layout, UNTRUSTED_PARAMS), True)
     assert len(results) == 4
     for (regime, need_grad), (value, grad) in results.items():
         assert torch.isnan(value[bad]).all(), regime
@@ -237,8 +235,8 @@ def test_float32_accuracy_small_gamma(emulated, monkeypatch, variant):
     layout = Layout.batched(cost, torch.tensor([512]), torch.tensor([512]))
     params = Params(gamma=0.01, **VARIANTS[variant])
     v32, g32 = run_emulated(emulated, cost, layout, params, need_grad=True)
-    v64, g64 = _dispatch.run("cpp", cost.double(), Layout.batched(cost.double(), layout.pair_n, layout.pair_m),
-                             params, True)
+    layout64 = Layout.batched(cost.double(), layout.pair_n, layout.pair_m)
+    v64, g64 = _dispatch.run("cpp", cost.double(), Problem(layout64, params), True)
     err = (g32.double() - g64).abs().max().item()
     assert err < 1e-3, f"{variant}: float32 gradient off by {err:.3g}"
     torch.testing.assert_close(v32.double(), v64, rtol=1e-6, atol=1e-3)

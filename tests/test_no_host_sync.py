@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import s2dtw
 from s2dtw import _dispatch, functional
+from s2dtw._problem import Layout, Params, Problem
 
 if not hasattr(torch.library, "custom_op"):
     pytest.skip("needs torch.library.custom_op (torch >= 2.4) for the fake kernel", allow_module_level=True)
@@ -114,6 +115,6 @@ def test_guard_catches_a_host_read(fake_cuda):
 
 def test_cuda_kernel_refuses_lengths_on_another_device(fake_cuda):
     cost = torch.randn(2, 4, 3, device="cuda")
-    layout = _dispatch.Layout.batched(cost, torch.tensor([4, 4]), torch.tensor([3, 3]))
+    layout = Layout.batched(cost, torch.tensor([4, 4]), torch.tensor([3, 3]))
     with pytest.raises(ValueError, match="pair lengths on cpu"):
-        _dispatch._run_cuda(cost, cost.new_empty(2), None, layout, _dispatch.Params(1.0, None, None))
+        _dispatch._run_cuda(cost, cost.new_empty(2), None, Problem(layout, Params(1.0, None, None)))

@@ -61,12 +61,13 @@ def test_kernels_reject_pairs_outside_their_block_or_buffer_in_a_subprocess(cpu_
     """Past the Python checks (as under torch.compile), the kernels check every pair themselves."""
     assert_prints_ok(f"""
         import torch
-        from s2dtw._dispatch import Layout, Params, run
+        from s2dtw._dispatch import run
+        from s2dtw._problem import Layout, Params, Problem
 
         def raises(message, cost, pair_n, pair_m, need_grad=True):
             try:
-                run("{cpu_backend}", cost, Layout.batched(cost, torch.tensor(pair_n), torch.tensor(pair_m)),
-                    Params(0.1, 0.1, 0.5), need_grad)
+                layout = Layout.batched(cost, torch.tensor(pair_n), torch.tensor(pair_m))
+                run("{cpu_backend}", cost, Problem(layout, Params(0.1, 0.1, 0.5)), need_grad)
             except ValueError as err:
                 assert message in str(err), err
             else:
@@ -78,7 +79,7 @@ def test_kernels_reject_pairs_outside_their_block_or_buffer_in_a_subprocess(cpu_
             raises("[1, 5]", cost, [6] * 4, [min(max(v, -3), 600) - 1 for v in bad], need_grad=False)
         layout = Layout.batched(torch.empty(3, 6, 5), torch.full((3,), 6), torch.full((3,), 5))
         try:
-            run("{cpu_backend}", cost[:2].contiguous(), layout, Params(0.1, None, None), True)
+            run("{cpu_backend}", cost[:2].contiguous(), Problem(layout, Params(0.1, None, None)), True)
         except ValueError as err:
             assert "does not fit a cost buffer of 60 elements" in str(err), err
         else:

@@ -12,7 +12,7 @@ from helpers import backend_value_grad, reference_value_grad
 
 import s2dtw
 from s2dtw import _reference
-from s2dtw._dispatch import Layout
+from s2dtw._problem import Layout, Params
 
 VARIANTS = {"s2dtw": dict(), "soft-dtw": dict(smoothing=None, threshold=None)}
 
@@ -170,7 +170,7 @@ def test_opcheck(cpu_backend):
     cost = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
     layout = Layout.batched(cost, torch.tensor([4, 2, 3]), torch.tensor([5, 5, 1]))
     torch.library.opcheck(
-        align_op, (cost, layout.pair_n, layout.pair_m, layout.ints(), 0.5, 0.1, 0.5, None, cpu_backend, True)
+        align_op, (cost, layout.pair_n, layout.pair_m, layout.ints(), Params(0.5, 0.1, 0.5).floats(), cpu_backend, True)
     )
 
 

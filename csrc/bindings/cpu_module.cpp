@@ -6,16 +6,13 @@
 
 namespace py = pybind11;
 using s2dtw::bindings::is_float64;
-using s2dtw::bindings::make_problem;
+using s2dtw::bindings::problem_from;
 
 namespace {
 
 void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t grad, int num_threads,
-         uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs, int64_t pairs_per_x, int64_t stride_x,
-         int64_t stride_y, int64_t stride_i, int64_t stride_j, int64_t padded_n, int64_t padded_m, double gamma,
-         std::optional<double> smoothing, std::optional<double> threshold, std::optional<double> bandwidth) {
-  const s2dtw::Problem pb = make_problem(pair_n, pair_m, n_pairs, pairs_per_x, stride_x, stride_y, stride_i,
-                                         stride_j, padded_n, padded_m, gamma, smoothing, threshold, bandwidth);
+         const py::handle& problem) {
+  const s2dtw::Problem pb = problem_from(problem);
   const bool f64 = is_float64(dtype);
   py::gil_scoped_release no_gil;
   if (f64)
@@ -24,6 +21,14 @@ void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t gr
   else
     s2dtw::cpu::run(pb, reinterpret_cast<const float*>(cost), reinterpret_cast<float*>(value),
                     reinterpret_cast<float*>(grad), num_threads);
+}
+
+// The instruction set a call made now runs at: the best this CPU has, at most the switches' max_simd
+// ($S2DTW_SIMD), which s2dtw/_problem.py reads (the one place the switches are read).
+std::string simd_level() {
+  const py::object switches = py::module_::import("s2dtw._problem").attr("read_switches")();
+  const auto cap = s2dtw::cpu::SimdLevel(s2dtw::bindings::switch_attr(switches, "max_simd", 0, 2));
+  return s2dtw::cpu::simd_name(std::min(cap, s2dtw::cpu::simd_level()));
 }
 
 // The vector exp and log at an instruction set ("avx2", "avx512") on n values at x,
@@ -45,14 +50,8 @@ bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "s2dtw CPU kernels (pointers in, no torch)";
   m.attr("openmp") = s2dtw::cpu::has_openmp();
-  m.def("simd_level",
-        [] {
-          s2dtw::Problem pb;
-          s2dtw::bindings::read_switches(pb);
-          const auto cap = s2dtw::cpu::SimdLevel(pb.max_simd);
-          return std::string(s2dtw::cpu::simd_name(std::min(cap, s2dtw::cpu::simd_level())));
-        },
-        "The instruction set the kernels use: 'avx512', 'avx2' or 'scalar' (lowered by $S2DTW_SIMD).");
+  m.def("simd_level", &simd_level,
+        "The instruction set a call runs at: 'avx512', 'avx2' or 'scalar' (lowered by $S2DTW_SIMD).");
   m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n values (tests); false if absent.",
         py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"),
         py::arg("dtype") = "float64");
@@ -61,5 +60,5 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("run", &run,
         "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
         py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("num_threads"),
-        S2DTW_PROBLEM_PY_ARGS);
+        py::arg("problem"));
 }

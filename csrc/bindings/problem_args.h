@@ -1,13 +1,13 @@
-// Turns the Python-side description of a call into a Problem. Shared by the CPU
-// and CUDA modules so that both read their arguments the same way.
+// The one conversion of a call's Python description (s2dtw/_problem.py, Problem: .layout,
+// .params, .switches) into the C++ Problem, by attribute name. Shared by the CPU and CUDA modules.
+// It is a function, not a py::class_<Problem>: both modules can include it (a class bound in
+// each would need py::module_local to load twice), and Python keeps the one definition of the
+// fields, their defaults and the switches' parsing. What crosses the boundary is checked here.
 #pragma once
 
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -17,52 +17,54 @@ namespace s2dtw::bindings {
 
 namespace py = pybind11;
 
-// The environment's switches ($S2DTW_SIMD, $S2DTW_CUDA_REGIME, $S2DTW_CUDA_STRIP), read at every call.
-inline void read_switches(Problem& pb) {
-  const auto env = [](const char* name) {
-    const char* v = std::getenv(name);
-    return std::string(v ? v : "");
-  };
-  const std::string simd = env("S2DTW_SIMD"), regime = env("S2DTW_CUDA_REGIME"), strip = env("S2DTW_CUDA_STRIP");
-  pb.max_simd = simd == "scalar" ? 0 : simd == "avx2" ? 1 : 2;
-  if (regime == "thread") pb.cuda_regime = 1;
-  else if (regime == "block") pb.cuda_regime = 2;
-  else if (!regime.empty() && regime != "auto")
-    throw std::invalid_argument("s2dtw (cuda): S2DTW_CUDA_REGIME must be auto, thread or block, got " + regime);
-  if (!strip.empty()) {
-    pb.cuda_strip = std::atoi(strip.c_str());
-    if (pb.cuda_strip < 32 || pb.cuda_strip > 1024 || pb.cuda_strip % 32 != 0)
-      throw std::invalid_argument("s2dtw (cuda): S2DTW_CUDA_STRIP must be a multiple of 32 in [32, 1024]");
-  }
+inline int64_t int_attr(const py::handle& obj, const char* name) { return obj.attr(name).cast<int64_t>(); }
+
+// An optional float field (None = off) into its flag and value.
+inline void optional_attr(const py::handle& obj, const char* name, bool& given, double& value) {
+  const py::object v = obj.attr(name);
+  given = !v.is_none();
+  value = given ? v.cast<double>() : 0.0;
 }
 
-// Pointers arrive as integers (tensor.data_ptr()); the extension never sees torch.
-inline Problem make_problem(uintptr_t pair_n, uintptr_t pair_m, int64_t n_pairs, int64_t pairs_per_x,
-                            int64_t stride_x, int64_t stride_y, int64_t stride_i, int64_t stride_j,
-                            int64_t padded_n, int64_t padded_m, double gamma, std::optional<double> smoothing,
-                            std::optional<double> threshold, std::optional<double> bandwidth) {
-  if (n_pairs < 0 || pairs_per_x < 1 || padded_n < 1 || padded_m < 1 || !(gamma > 0) ||
-      (bandwidth && !(*bandwidth >= 0)))
-    throw std::invalid_argument("s2dtw: invalid problem description");
+// The lengths arrive as tensors; the kernels get their data pointer (the extension never links torch).
+inline const int64_t* lengths_attr(const py::handle& layout, const char* name) {
+  return reinterpret_cast<const int64_t*>(layout.attr(name).attr("data_ptr")().cast<uintptr_t>());
+}
+
+inline void check(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("s2dtw: invalid problem description: " + what);
+}
+
+// A switch's value, checked to lie in [lo, hi] before it is narrowed to an int.
+inline int switch_attr(const py::handle& switches, const char* name, int lo, int hi) {
+  const int64_t v = int_attr(switches, name);
+  check(v >= lo && v <= hi, std::string(name) + " must lie in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return int(v);
+}
+
+inline Problem problem_from(const py::handle& call) {
+  const py::object layout = call.attr("layout"), params = call.attr("params"), switches = call.attr("switches");
   Problem pb;
-  pb.n_pairs = n_pairs;
-  pb.pairs_per_x = pairs_per_x;
-  pb.stride_x = stride_x;
-  pb.stride_y = stride_y;
-  pb.stride_i = stride_i;
-  pb.stride_j = stride_j;
-  pb.pair_n = reinterpret_cast<const int64_t*>(pair_n);
-  pb.pair_m = reinterpret_cast<const int64_t*>(pair_m);
-  pb.padded_n = padded_n;
-  pb.padded_m = padded_m;
-  pb.gamma = gamma;
-  pb.smooth = smoothing.has_value();
-  pb.smoothing = smoothing.value_or(0.0);
-  pb.weak = threshold.has_value();
-  pb.threshold = threshold.value_or(0.0);
-  pb.banded = bandwidth.has_value();
-  pb.bandwidth = bandwidth.value_or(0.0);
-  read_switches(pb);
+  pb.n_pairs = int_attr(layout, "n_pairs");
+  pb.pairs_per_x = int_attr(layout, "pairs_per_x");
+  pb.stride_x = int_attr(layout, "stride_x");
+  pb.stride_y = int_attr(layout, "stride_y");
+  pb.stride_i = int_attr(layout, "stride_i");
+  pb.stride_j = int_attr(layout, "stride_j");
+  pb.padded_n = int_attr(layout, "padded_n");
+  pb.padded_m = int_attr(layout, "padded_m");
+  pb.pair_n = lengths_attr(layout, "pair_n");
+  pb.pair_m = lengths_attr(layout, "pair_m");
+  pb.gamma = params.attr("gamma").cast<double>();
+  optional_attr(params, "smoothing", pb.smooth, pb.smoothing);
+  optional_attr(params, "threshold", pb.weak, pb.threshold);
+  optional_attr(params, "bandwidth", pb.banded, pb.bandwidth);
+  pb.max_simd = switch_attr(switches, "max_simd", 0, 2);  // a cpu::SimdLevel
+  pb.cuda_regime = switch_attr(switches, "cuda_regime", 0, 2);
+  pb.cuda_strip = switch_attr(switches, "cuda_strip", 0, 1024);
+  check(pb.n_pairs >= 0 && pb.pairs_per_x >= 1 && pb.padded_n >= 1 && pb.padded_m >= 1, "layout");
+  check(pb.gamma > 0 && (!pb.smooth || pb.smoothing > 0) && (!pb.banded || pb.bandwidth >= 0), "params");
+  check(pb.cuda_strip % 32 == 0, "cuda_strip must be 0 or a multiple of 32");
   return pb;
 }
 
@@ -71,11 +73,5 @@ inline bool is_float64(const std::string& dtype) {
   if (dtype == "float32") return false;
   throw std::invalid_argument("s2dtw: dtype must be 'float32' or 'float64', got '" + dtype + "'");
 }
-
-// The keyword arguments of make_problem, in order, for module.def(...).
-#define S2DTW_PROBLEM_PY_ARGS                                                                       \
-  py::arg("pair_n"), py::arg("pair_m"), py::arg("n_pairs"), py::arg("pairs_per_x"), py::arg("stride_x"), \
-      py::arg("stride_y"), py::arg("stride_i"), py::arg("stride_j"), py::arg("padded_n"),               \
-      py::arg("padded_m"), py::arg("gamma"), py::arg("smoothing"), py::arg("threshold"), py::arg("bandwidth")
 
 }  // namespace s2dtw::bindings

@@ -1,0 +1,171 @@
+"""The description of one call, the Python twin of csrc/s2dtw_cell.h's Problem.
+
+A :class:`Problem` is what every backend receives, whole: the :class:`Layout` of the pairs in the
+cost buffer, the alignment's :class:`Params` and the environment's :class:`Switches`. The C++ and
+CUDA modules turn it into their Problem in one function (csrc/bindings/problem_args.h, problem_from),
+by attribute name; the numba kernel unpacks it in _numba.run. Adding an option means a field here
+and one in the C++ struct and its conversion. This module imports nothing else of s2dtw's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+BACKENDS = ("cuda", "cpp", "numba", "numpy")
+LN3 = math.log(3.0)  # softmin_s(0, 0, 0) = -s ln 3: the smoothing's value at the origin
+
+
+@dataclass(frozen=True)
+class Params:
+    """The alignment's hyper-parameters; ``None`` turns smoothing / the weak grid / the band off."""
+
+    gamma: float
+    smoothing: float | None
+    threshold: float | None
+    bandwidth: float | None = None
+
+    def floats(self) -> list[float]:
+        """The fields in order, ``None`` as NaN (the custom op's schema has no optional list; the
+        validated values are never NaN)."""
+        return [math.nan if v is None else float(v) for v in dataclasses.astuple(self)]
+
+    @staticmethod
+    def from_floats(values: list[float]) -> Params:
+        return Params(*(None if math.isnan(v) else v for v in values))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each pair's padded_n x padded_m region lives in the cost buffer (csrc/s2dtw_cell.h, Problem).
+
+    Pair b's cell (i, j) is element (b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
+    + i * stride_i + j * stride_j of the flat buffer; the pair is pair_n[b] x pair_m[b].
+    """
+
+    pair_n: torch.Tensor  # (n_pairs,) int64, on the cost's device
+    pair_m: torch.Tensor  # (n_pairs,) int64, on the cost's device
+    pairs_per_x: int
+    padded_n: int
+    padded_m: int
+    stride_x: int
+    stride_y: int
+    stride_i: int
+    stride_j: int
+
+    def __post_init__(self) -> None:
+        # The kernels get the lengths as raw pointers to int64[n_pairs]: an expanded or
+        # strided tensor (lengths.expand(B), lengths[::2]) would be read as contiguous.
+        for name in ("pair_n", "pair_m"):
+            lengths = getattr(self, name)
+            if lengths.dtype != torch.int64 or not lengths.is_contiguous():  # else as is: no op that returns its input
+                object.__setattr__(self, name, lengths.to(torch.int64).contiguous())
+
+    @property
+    def n_pairs(self) -> int:
+        return self.pair_n.numel()
+
+    @staticmethod
+    def batched(cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor) -> Layout:
+        """A contiguous (B, N, M) cost: pair b is cost[b]; lengths (B,)."""
+        _, n, m = cost.shape
+        return Layout(x_lengths, y_lengths, 1, n, m, n * m, 0, m, 1)
+
+    @staticmethod
+    def all_pairs(cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor) -> Layout:
+        """A contiguous (Bx * N, By * M) cost of every x (Bx,) against every y (By,): pair (i, j) is number
+        i * By + j."""
+        bx, by = x_lengths.numel(), y_lengths.numel()
+        n, m = cost.shape[0] // bx, cost.shape[1] // by
+        pair_n, pair_m = x_lengths.unsqueeze(1).expand(bx, by), y_lengths.unsqueeze(0).expand(bx, by)
+        return Layout(pair_n.reshape(-1), pair_m.reshape(-1), by, n, m, n * by * m, m, by * m, 1)
+
+    def extent(self) -> int:
+        """Elements of the buffer the regions span: 1 + the offset of the last cell any pair can reach."""
+        last_x, last_y = (self.n_pairs - 1) // self.pairs_per_x, min(self.n_pairs, self.pairs_per_x) - 1
+        return 1 + last_x * self.stride_x + last_y * self.stride_y + (self.padded_n - 1) * self.stride_i + (
+            self.padded_m - 1) * self.stride_j
+
+    def ints(self) -> list[int]:
+        """Every field but the lengths, in order (what the custom op takes)."""
+        return [getattr(self, f.name) for f in dataclasses.fields(self)[2:]]
+
+    @staticmethod
+    def from_ints(pair_n: torch.Tensor, pair_m: torch.Tensor, ints: list[int]) -> Layout:
+        return Layout(pair_n, pair_m, *ints)
+
+    def offset(self, b: int) -> int:
+        """Where pair b's region starts in the flat buffer."""
+        return (b // self.pairs_per_x) * self.stride_x + (b % self.pairs_per_x) * self.stride_y
+
+    def check_pairs_fit(self) -> None:
+        """Every pair inside its padded region: the Python backends' boundary check on the lengths they are
+        handed (the C++ kernels make their own, check_pair_lengths in csrc/cpu/s2dtw_cpu.cpp)."""
+        if self.n_pairs:
+            check_length_range("s2dtw: x lengths", self.pair_n, self.padded_n)
+            check_length_range("s2dtw: y lengths", self.pair_m, self.padded_m)
+
+    def scale_grad(self, grad: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
+        """grad (shaped like the cost) times d loss / d value (n_pairs,) of the pair each region belongs to.
+
+        Both layouts are regions of (rows of x) x (pairs_per_x) x (columns of y).
+        """
+        if grad.dim() == 3 and self.pairs_per_x == 1:  # a (B, N, M) batch: a plain broadcast, no 4-d view
+            return grad * grad_value.reshape(-1, 1, 1)
+        regions = grad.reshape(-1, self.padded_n, self.pairs_per_x, self.padded_m)
+        return (regions * grad_value.reshape(-1, 1, self.pairs_per_x, 1)).reshape(grad.shape)
+
+
+def check_length_range(name: str, lengths: torch.Tensor, padded: int) -> None:
+    """The lengths rule: every value of the (non-empty, host) integer tensor `lengths` lies in [1, `padded`]."""
+    low, high = (int(v) for v in torch.aminmax(lengths))
+    if low < 1 or high > padded:
+        raise ValueError(f"{name} must lie in [1, {padded}] (the padded length), got values in [{low}, {high}]")
+
+
+_SIMD_LEVELS = {"": 2, "avx512": 2, "avx2": 1, "scalar": 0}  # csrc/cpu/s2dtw_cpu.h, SimdLevel
+_CUDA_REGIMES = {"": 0, "auto": 0, "thread": 1, "block": 2}
+_MAX_CUDA_STRIP = 1024
+
+
+@dataclass(frozen=True)
+class Switches:
+    """How to run a call, from the environment (tests and benchmarks pin them; the defaults choose)."""
+
+    backend: str | None = None  # $S2DTW_BACKEND: one of BACKENDS, None = the fastest for the device
+    max_simd: int = 2  # $S2DTW_SIMD: the highest CPU instruction set, 0 scalar, 1 avx2, 2 avx512
+    cuda_regime: int = 0  # $S2DTW_CUDA_REGIME: 0 the cost model's choice, 1 a thread per pair, 2 a block per pair
+    cuda_strip: int = 0  # $S2DTW_CUDA_STRIP: rows per block strip (a multiple of 32 up to 1024), 0 = chosen
+
+
+def read_switches(environ: Mapping[str, str] = os.environ) -> Switches:
+    """The switches as the environment sets them now (read at every call, so a test can change them)."""
+    backend = environ.get("S2DTW_BACKEND") or None
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"S2DTW_BACKEND={backend!r} is not one of {BACKENDS}")
+    simd = environ.get("S2DTW_SIMD", "")
+    if simd not in _SIMD_LEVELS:
+        raise ValueError(f"s2dtw: S2DTW_SIMD must be scalar, avx2 or avx512 (or unset), got {simd!r}")
+    regime = environ.get("S2DTW_CUDA_REGIME", "")
+    if regime not in _CUDA_REGIMES:
+        raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_REGIME must be auto, thread or block, got {regime}")
+    strip = environ.get("S2DTW_CUDA_STRIP", "")
+    rows = int(strip) if strip.isdigit() else -1
+    if strip and not (32 <= rows <= _MAX_CUDA_STRIP and rows % 32 == 0):
+        raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_STRIP must be a multiple of 32 in [32, {_MAX_CUDA_STRIP}], "
+                         f"got {strip!r}")
+    return Switches(backend, _SIMD_LEVELS[simd], _CUDA_REGIMES[regime], max(rows, 0))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One call, whole: what the kernels are asked (the switches are read when it is made)."""
+
+    layout: Layout
+    params: Params
+    switches: Switches = field(default_factory=read_switches)
