@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from ._cost import Metric
+from ._dispatch import Params
 from ._validation import Lengths, check_lengths, check_options, check_params
 from .functional import s2dtw
 
@@ -93,35 +94,50 @@ def barycenter(
     """
     params = check_params(gamma, smoothing, threshold, bandwidth)
     check_options(metric, False, backend)
+    _check_iterations(max_iter, tol, memory)
     one_set = isinstance(sequences, torch.Tensor) and sequences.dim() == 3
     x = _check_sequences(sequences)
     k, s, t, _ = x.shape
     x_len = _check_lengths(lengths, k, s, t).to(x.device)
     w = _check_weights(weights, k, s, x)
     z, z_len = _initial(init, length, x, x_len, w, one_set)
-    _check_iterations(max_iter, tol, memory)
 
-    def values(zk: torch.Tensor) -> torch.Tensor:
-        """(K,) objectives of (K, L, D) barycenters: one call over all K * S pairs."""
-        pairs = s2dtw(zk.repeat_interleave(s, dim=0), x.reshape(k * s, t, -1), gamma=params.gamma,
-                      smoothing=params.smoothing, threshold=params.threshold, metric=metric,
-                      x_lengths=z_len.repeat_interleave(s), y_lengths=x_len.reshape(-1),
-                      bandwidth=params.bandwidth, backend=backend)
-        return (pairs.reshape(k, s) * w).sum(1)
-
-    def objective(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            zk = flat.detach().reshape(z.shape).requires_grad_(True)
-            f = values(zk)
-            (grad,) = torch.autograd.grad(f.sum(), zk)  # the sets are separable: d sum / d z_k = d f_k / d z_k
-        return f.detach(), grad.reshape(k, -1)
-
-    flat, f, n_iter, converged = lbfgs(objective, z.reshape(k, -1), max_iter, tol, memory)
+    values = set_values(x, x_len, w, z_len, params, metric, backend)
+    flat, f, n_iter, converged = lbfgs(with_gradient(values, z.shape), z.reshape(k, -1), max_iter, tol, memory)
     out = flat.reshape(z.shape)
     out = out * (torch.arange(z.shape[1], device=x.device) < z_len[:, None]).unsqueeze(-1)
     if one_set:
         return Barycenter(out[0], z_len[0], f[0], n_iter[0], converged[0])
     return Barycenter(out, z_len, f, n_iter, converged)
+
+
+def set_values(x: torch.Tensor, x_len: torch.Tensor, w: torch.Tensor, z_len: torch.Tensor, params: Params,
+               metric: Metric, backend: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``values(z)``: the (K,) objectives ``sum_s w_ks * value(z_k, x_ks)`` of (K, L, D) barycenters z,
+    differentiable, from ONE :func:`s2dtw.s2dtw` call over the K * S pairs (x (K, S, T, D), x_len, w (K, S))."""
+    k, s, t, d = x.shape
+    sequences, x_lengths, z_lengths = x.reshape(k * s, t, d), x_len.reshape(-1), z_len.repeat_interleave(s)
+
+    def values(z: torch.Tensor) -> torch.Tensor:
+        pairs = s2dtw(z.repeat_interleave(s, dim=0), sequences, gamma=params.gamma, smoothing=params.smoothing,
+                      threshold=params.threshold, metric=metric, x_lengths=z_lengths, y_lengths=x_lengths,
+                      bandwidth=params.bandwidth, backend=backend)
+        return (pairs.reshape(k, s) * w).sum(1)
+
+    return values
+
+
+def with_gradient(values: Callable[[torch.Tensor], torch.Tensor], shape: torch.Size) -> Objective:
+    """The L-BFGS objective: flattened (K, n) points to (values (K,), gradients (K, n)), detached."""
+
+    def objective(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            z = flat.detach().reshape(shape).requires_grad_(True)
+            f = values(z)
+            (grad,) = torch.autograd.grad(f.sum(), z)  # the sets are separable: d sum / d z_k = d f_k / d z_k
+        return f.detach(), grad.reshape(shape[0], -1)
+
+    return objective
 
 
 def _check_sequences(sequences: object) -> torch.Tensor:
@@ -208,11 +224,11 @@ def _initial(init: object, length: object, x: torch.Tensor, x_len: torch.Tensor,
     if init.device != x.device or init.dtype != x.dtype:
         raise ValueError(f"init must have the sequences' device and dtype ({x.device}, {x.dtype}), "
                          f"got {init.device}, {init.dtype}")
-    z = init.detach().reshape(k, -1, d).clone()
-    if not bool(torch.isfinite(z).all()):
+    if not bool(torch.isfinite(init).all()):
         raise ValueError("init contains NaN or inf")
+    z = init.detach().reshape(k, -1, d)
     z_len = _check_length(length, k, torch.full((k,), z.shape[1]), most=z.shape[1])
-    return z, z_len.to(x.device)
+    return z[:, : int(z_len.max())].clone(), z_len.to(x.device)
 
 
 def _check_length(length: object, k: int, default: torch.Tensor, most: int | None = None) -> torch.Tensor:
