@@ -5,8 +5,8 @@ The barycenter of a set {x_1, ..., x_S} with weights w_s is (Cuturi & Blondel, I
     z* = argmin_z  f(z) = sum_s w_s * sdtw_gamma(z, x_s),
 
 found by L-BFGS on z with the gradient from autograd through :func:`s2dtw.s2dtw`. K sets are
-solved together: every objective evaluation is ONE batched call over the K * S pairs (z_k, x_ks),
-and each set has its own L-BFGS state, step and stopping test (docs/barycenter.md).
+solved together: every objective evaluation is ONE batched call over the pairs (z_k, x_ks) of the sets
+still searching, and each set has its own L-BFGS state, step and stopping test (docs/barycenter.md).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from ._dispatch import Params
 from ._validation import Lengths, check_lengths, check_options, check_params
 from .functional import s2dtw
 
-# Objective of (K, n) flattened barycenters: (values (K,), gradients (K, n)).
-Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# objective(z, sets): z (k, n) flattened points of the k sets numbered `sets` (k,) -> (values (k,), gradients (k, n))
+Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Values = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _ARMIJO = 1e-4  # sufficient-decrease constant of the line search (the customary c1)
 _LINE_SEARCH_STEPS = 20
@@ -103,7 +104,7 @@ def barycenter(
     z, z_len = _initial(init, length, x, x_len, w, one_set)
 
     values = set_values(x, x_len, w, z_len, params, metric, backend)
-    flat, f, n_iter, converged = lbfgs(with_gradient(values, z.shape), z.reshape(k, -1), max_iter, tol, memory)
+    flat, f, n_iter, converged = lbfgs(with_gradient(values, z.shape[1:]), z.reshape(k, -1), max_iter, tol, memory)
     out = flat.reshape(z.shape)
     out = out * (torch.arange(z.shape[1], device=x.device) < z_len[:, None]).unsqueeze(-1)
     if one_set:
@@ -112,30 +113,35 @@ def barycenter(
 
 
 def set_values(x: torch.Tensor, x_len: torch.Tensor, w: torch.Tensor, z_len: torch.Tensor, params: Params,
-               metric: Metric, backend: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``values(z)``: the (K,) objectives ``sum_s w_ks * value(z_k, x_ks)`` of (K, L, D) barycenters z,
-    differentiable, from ONE :func:`s2dtw.s2dtw` call over the K * S pairs (x (K, S, T, D), x_len, w (K, S))."""
-    k, s, t, d = x.shape
-    sequences, x_lengths, z_lengths = x.reshape(k * s, t, d), x_len.reshape(-1), z_len.repeat_interleave(s)
+               metric: Metric, backend: str | None) -> Values:
+    """``values(z, sets)``: the (k,) objectives ``sum_s w_ks * value(z_i, x_ks)``, k = sets[i], of (k, L, D)
+    barycenters z, differentiable, from ONE :func:`s2dtw.s2dtw` call over their k * S pairs.
 
-    def values(z: torch.Tensor) -> torch.Tensor:
-        pairs = s2dtw(z.repeat_interleave(s, dim=0), sequences, gamma=params.gamma, smoothing=params.smoothing,
-                      threshold=params.threshold, metric=metric, x_lengths=z_lengths, y_lengths=x_lengths,
+    x (K, S, T, D), x_len and w (K, S), z_len (K,); `sets` (k,) int64 on x's device.
+    """
+    _, s, t, d = x.shape
+
+    def values(z: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
+        k = sets.numel()
+        pairs = s2dtw(z.repeat_interleave(s, dim=0), x[sets].reshape(k * s, t, d), gamma=params.gamma,
+                      smoothing=params.smoothing, threshold=params.threshold, metric=metric,
+                      x_lengths=z_len[sets].repeat_interleave(s), y_lengths=x_len[sets].reshape(-1),
                       bandwidth=params.bandwidth, backend=backend)
-        return (pairs.reshape(k, s) * w).sum(1)
+        return (pairs.reshape(k, s) * w[sets]).sum(1)
 
     return values
 
 
-def with_gradient(values: Callable[[torch.Tensor], torch.Tensor], shape: torch.Size) -> Objective:
-    """The L-BFGS objective: flattened (K, n) points to (values (K,), gradients (K, n)), detached."""
+def with_gradient(values: Values, shape: torch.Size) -> Objective:
+    """The L-BFGS objective: flattened (k, n) points to (values (k,), gradients (k, n)), detached; `shape` is
+    one barycenter's (L, D)."""
 
-    def objective(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(flat: torch.Tensor, sets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
-            z = flat.detach().reshape(shape).requires_grad_(True)
-            f = values(z)
+            z = flat.detach().reshape(-1, *shape).requires_grad_(True)
+            f = values(z, sets)
             (grad,) = torch.autograd.grad(f.sum(), z)  # the sets are separable: d sum / d z_k = d f_k / d z_k
-        return f.detach(), grad.reshape(shape[0], -1)
+        return f.detach(), grad.reshape(flat.shape)
 
     return objective
 
@@ -283,12 +289,13 @@ def lbfgs(objective: Objective, z: torch.Tensor, max_iter: int, tol: float,
           memory: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """K independent L-BFGS minimisations in lockstep (torch.optim.LBFGS would couple them into one).
 
-    Args: ``objective(z) -> (f (K,), grad (K, n))``; z (K, n) starting points. Each set has its own curvature
-    history, step and stopping test; a set that has stopped keeps its point. Returns (z, f, n_iter, converged).
+    Args: `objective` (see Objective), called on the sets still searching only; z (K, n) starting points. Each
+    set has its own curvature history, step and stopping test; a set that has stopped keeps its point.
+    Returns (z, f, n_iter, converged).
     """
     k = z.shape[0]
     state = _History(memory, z)
-    f, g = objective(z)
+    f, g = objective(z, torch.arange(k, device=z.device))
     n_iter = torch.zeros(k, dtype=torch.int64, device=z.device)
     converged = g.abs().amax(1) <= tol
     done = converged.clone()
@@ -325,7 +332,7 @@ def _line_search(objective: Objective, z: torch.Tensor, f: torch.Tensor, g: torc
     step = torch.where(active, step, torch.zeros_like(step))
     f_new, g_new = f, g
     for _ in range(_LINE_SEARCH_STEPS):
-        f_try, g_try = objective(z + step[:, None] * p)
+        f_try, g_try = _evaluate(objective, z + step[:, None] * p, searching)
         accept = searching & (f_try <= f + _ARMIJO * step * slope)  # False for NaN
         f_new = torch.where(accept, f_try, f_new)
         g_new = torch.where(accept[:, None], g_try, g_new)
@@ -338,6 +345,14 @@ def _line_search(objective: Objective, z: torch.Tensor, f: torch.Tensor, g: torc
         step = torch.where(searching, torch.minimum(torch.maximum(quadratic, step / 10), step / 2), step)
     moved = active & ~searching
     return f_new, g_new, torch.where(moved, step, torch.zeros_like(step)), moved
+
+
+def _evaluate(objective: Objective, z: torch.Tensor, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) values and (K, n) gradients at z of the sets `which` (K,) bool (NaN and 0 elsewhere): one call."""
+    sets = torch.nonzero(which).flatten()  # a host read; the finished sets cost nothing more
+    f_sets, g_sets = objective(z[sets], sets)
+    f = torch.full_like(z[:, 0], math.nan).index_copy(0, sets, f_sets)
+    return f, torch.zeros_like(z).index_copy(0, sets, g_sets)
 
 
 class _History:
