@@ -300,7 +300,7 @@ def lbfgs(objective: Objective, z: torch.Tensor, max_iter: int, tol: float,
     converged = g.abs().amax(1) <= tol
     done = converged.clone()
     for _ in range(max_iter):
-        if bool(done.all()):  # the one host read per iteration
+        if bool(done.all()):  # a host read per iteration
             break
         p = -state.apply(g)
         slope = (g * p).sum(1)
@@ -308,7 +308,7 @@ def lbfgs(objective: Objective, z: torch.Tensor, max_iter: int, tol: float,
         state.reset(uphill)
         p = torch.where(uphill[:, None], -g, p)
         slope = torch.where(uphill, -(g * g).sum(1), slope)
-        # First step of a fresh history: unit length, as L-BFGS-B; later ones: 1 (the history is scaled).
+        # First trial: 1 (the history is scaled); on a fresh history a move of length <= 1, as L-BFGS-B's first.
         step = torch.where(state.count == 0, 1 / g.norm(dim=1).clamp_min(1e-30), torch.ones_like(f)).clamp(max=1)
         f_new, g_new, step, moved = _line_search(objective, z, f, g, p, slope, step, ~done)
         state.push(step[:, None] * p, g_new - g, moved)
@@ -324,7 +324,7 @@ def lbfgs(objective: Objective, z: torch.Tensor, max_iter: int, tol: float,
 
 def _line_search(objective: Objective, z: torch.Tensor, f: torch.Tensor, g: torch.Tensor, p: torch.Tensor,
                  slope: torch.Tensor, step: torch.Tensor, active: torch.Tensor):
-    """Backtracking (Armijo) along p for the active sets, all sets evaluated in one call per trial.
+    """Backtracking (Armijo) along p for the active sets; the sets still searching are evaluated in one call per trial.
 
     Returns the accepted (f, grad, step) per set (step 0 and f, g unchanged where none was) and which moved.
     """

@@ -275,3 +275,16 @@ def test_docs_kmeans_snippet():
     scope: dict = {}
     exec(compile(snippet.replace("range(5)", "range(2)"), "docs/barycenter.md", "exec"), scope)
     assert scope["centroids"].shape[0] == 3 and scope["c_len"].shape == (3,)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and s2dtw.backends()["cuda"]), reason="needs CUDA and its module")
+def test_cuda_equals_cpu():
+    """On a GPU the barycenters stay there and agree with the CPU's (float64)."""
+    x, lengths = make_sets(3, 4, 12, 2, seed=9)
+    cpu = s2dtw.barycenter(x, lengths=lengths, gamma=0.5, tol=1e-9)
+    gpu = s2dtw.barycenter(x.cuda(), lengths=lengths.cuda(), weights=torch.ones(3, 4, device="cuda"), gamma=0.5,
+                           tol=1e-9)
+    assert gpu.barycenter.is_cuda and gpu.objective.is_cuda and bool(gpu.converged.all())
+    torch.testing.assert_close(gpu.objective.cpu(), cpu.objective, rtol=1e-8, atol=0)
+    torch.testing.assert_close(gpu.barycenter.cpu(), cpu.barycenter, rtol=1e-4, atol=1e-4)
