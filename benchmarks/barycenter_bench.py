@@ -73,7 +73,11 @@ def run_case(case, gamma: float, repeats: int, seed: int) -> dict:
     weights = torch.ones(k, s, dtype=x.dtype)
     z_len = lengths.amax(1)
     init = bary.resampled_mean(x, lengths, weights, z_len)  # tslearn's default init, for both
-    objective = bary.set_values(x, lengths, weights, z_len, Params(gamma, None, None), "sqeuclidean", None)
+    values = bary.set_values(x, lengths, weights, z_len, Params(gamma, None, None), "sqeuclidean", None)
+
+    def objective(z: torch.Tensor) -> torch.Tensor:
+        return values(z, torch.arange(k))
+
     sets = [[x[i, j, :n].numpy() for j, n in enumerate(lengths[i].tolist())] for i in range(k)]
 
     def theirs():
