@@ -187,12 +187,13 @@ def _check_weights(weights: object, k: int, s: int, x: torch.Tensor) -> torch.Te
         return x.new_ones(k, s)
     if isinstance(weights, torch.Tensor) and weights.device != x.device:
         raise ValueError(f"weights are on {weights.device} but the sequences are on {x.device}")
-    try:
-        w = torch.as_tensor(weights, dtype=x.dtype, device=x.device).detach()
+    try:  # no dtype given: bools must fail below, in a list as in a tensor
+        w = torch.as_tensor(weights).detach()
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError("weights must be a tensor or sequence of real numbers of shape (S,) or (K, S)") from err
-    if isinstance(weights, torch.Tensor) and (weights.dtype == torch.bool or weights.is_complex()):
-        raise TypeError(f"weights must be real numbers, got dtype {weights.dtype}")
+    if w.dtype == torch.bool or w.is_complex():
+        raise TypeError(f"weights must be real numbers, got dtype {w.dtype}")
+    w = w.to(x.device, x.dtype)
     if w.shape != (k, s) and not (k == 1 and w.shape == (s,)):
         want = f"({s},)" if k == 1 else f"({k}, {s})"
         raise ValueError(f"weights must have shape {want} (one per sequence), got {tuple(w.shape)}")

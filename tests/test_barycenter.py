@@ -223,6 +223,8 @@ BAD = [
     (dict(weights=[1.0, -1.0, 1.0]), ValueError, ">= 0"),
     (dict(weights=[0.0, 0.0, 0.0]), ValueError, "weight > 0"),
     (dict(weights=[1.0, float("nan"), 1.0]), ValueError, "finite"),
+    (dict(weights=[True, True, False]), TypeError, "real numbers"),
+    (dict(weights=["a", "b", "c"]), TypeError, "real numbers"),
     (dict(gamma=0.0), ValueError, "gamma"),
     (dict(length=0), ValueError, "length must lie"),
     (dict(length=[3, 4]), ValueError, "one per set"),
