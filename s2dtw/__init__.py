@@ -11,6 +11,7 @@ from pathlib import Path as _Path
 from ._dispatch import backends
 from ._source_tree import warn_if_stale as _warn_if_stale
 from .alignment import SoftAlignment, plot_alignment, soft_alignment
+from .barycenter import barycenter
 from .functional import pairwise, s2dtw, soft_dtw
 from .losses import S2DTWContrastiveLoss, S2DTWLoss, SoftDTWLoss
 
@@ -20,6 +21,7 @@ __all__ = [
     "SoftAlignment",
     "SoftDTWLoss",
     "backends",
+    "barycenter",
     "pairwise",
     "plot_alignment",
     "s2dtw",
