@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from . import _torch_reference, functional
-from ._band import dense_grid_bandwidth
+from ._band import dense_grid_bandwidth, grid_extent
 from ._cost import Metric, compute_dtype, cost_matrix
 from ._validation import Lengths, check_cost, check_lengths, check_options, check_params, check_sequences, uses_cost
 
@@ -60,8 +60,8 @@ def soft_alignment(
 
     batch, n, m = cost.shape
     grid = _torch_reference.dense_grid(cost.detach(), smoothing, threshold).requires_grad_()
-    common["x_lengths"] = 2 * check_lengths("x_lengths", x_lengths, batch, n, cost.device) + 1
-    common["y_lengths"] = 2 * check_lengths("y_lengths", y_lengths, batch, m, cost.device) + 1
+    common["x_lengths"] = grid_extent(True, check_lengths("x_lengths", x_lengths, batch, n, cost.device))
+    common["y_lengths"] = grid_extent(True, check_lengths("y_lengths", y_lengths, batch, m, cost.device))
     with torch.enable_grad():
         dense = functional.soft_dtw(cost=grid, bandwidth=dense_grid_bandwidth(bandwidth), **common)
         (expected,) = torch.autograd.grad(dense.sum(), grid)

@@ -26,6 +26,15 @@ def _check_reduction(reduction: str) -> str:
     return reduction
 
 
+def _checked_options(gamma: float, smoothing: float | None, threshold: float | None, metric: Metric,
+                     bandwidth: float | None, normalize: bool, backend: str | None) -> dict:
+    """A loss's keyword arguments for functional.s2dtw / pairwise, checked when the loss is made."""
+    check_params(gamma, smoothing, threshold, bandwidth)
+    check_options(metric, normalize, backend)
+    return dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric, bandwidth=bandwidth,
+                normalize=normalize, backend=backend)
+
+
 class S2DTWLoss(torch.nn.Module):
     """S2DTW between paired sequences, reduced over the batch.
 
@@ -45,10 +54,7 @@ class S2DTWLoss(torch.nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
-        check_params(gamma, smoothing, threshold, bandwidth)
-        check_options(metric, normalize, backend)
-        self.options = dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric,
-                            bandwidth=bandwidth, normalize=normalize, backend=backend)
+        self.options = _checked_options(gamma, smoothing, threshold, metric, bandwidth, normalize, backend)
         self.reduction = _check_reduction(reduction)
 
     def forward(
@@ -122,11 +128,8 @@ class S2DTWContrastiveLoss(torch.nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
-        check_params(gamma, smoothing, threshold, bandwidth)
-        check_options(metric, normalize, backend)
+        self.options = _checked_options(gamma, smoothing, threshold, metric, bandwidth, normalize, backend)
         check_positive("temperature", temperature)
-        self.options = dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric,
-                            bandwidth=bandwidth, normalize=normalize, backend=backend)
         self.temperature, self.symmetric, self.gather = temperature, symmetric, gather
 
     def _everyone(self, video: torch.Tensor, text: torch.Tensor, video_lengths: torch.Tensor | None,

@@ -20,7 +20,14 @@ def require_backend(name: str) -> None:
     A missing s2dtw._cpu is a broken build (or an unbuilt source tree shadowing the installed package), never
     a reason to skip: S2DTW_ALLOW_NO_CPP=1 is the deliberate exception, for a check without a compiler.
     """
-    if name == "numpy" or s2dtw.backends()[name]:
+    if name == "numpy":
+        return
+    if s2dtw.backends()[name]:
+        if name in ("cpp", "cuda"):  # the extension must be this package's, not another checkout's
+            module = importlib.import_module({"cpp": "s2dtw._cpu", "cuda": "s2dtw._cuda"}[name])
+            assert Path(module.__file__).parent == Path(s2dtw.__file__).parent, (
+                f"{module.__name__} comes from {module.__file__}, not from the s2dtw under test "
+                f"({Path(s2dtw.__file__).parent}): build this checkout (`pip install -e .`)")
         return
     if name == "numba":
         pytest.skip('numba is not installed (an optional extra: pip install "s2dtw[numba]")')
@@ -78,3 +85,14 @@ def public_entries(x, y, cost, x_lengths, y_lengths):
     yield "SoftDTWLoss", lambda: s2dtw.SoftDTWLoss(bandwidth=1.0)(x, y, x_lengths, y_lengths)
     yield "S2DTWContrastiveLoss", lambda: s2dtw.S2DTWContrastiveLoss(symmetric=True)(x, y, x_lengths, y_lengths)
     yield "soft_alignment", lambda: s2dtw.soft_alignment(cost=cost, **lengths).alignment.sum()
+
+
+def finite_differences(fn, cost: np.ndarray, h: float) -> np.ndarray:
+    """Central differences of the scalar fn at every element of cost."""
+    numeric = np.zeros_like(cost)
+    for idx in np.ndindex(cost.shape):
+        up, down = cost.copy(), cost.copy()
+        up[idx] += h
+        down[idx] -= h
+        numeric[idx] = (fn(up) - fn(down)) / (2 * h)
+    return numeric

@@ -3,19 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from helpers import backend_value_grad, reference_value_grad, require_backend
+from helpers import VARIANTS, backend_value_grad, reference_value_grad, require_backend
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import s2dtw
 from s2dtw import _torch_reference
-
-VARIANTS = {
-    "s2dtw": dict(smoothing=0.1, threshold=0.5),
-    "smoothing only": dict(smoothing=0.7, threshold=None),
-    "weak only": dict(smoothing=None, threshold=-0.2),
-    "soft-dtw": dict(smoothing=None, threshold=None),
-}
 
 
 @st.composite

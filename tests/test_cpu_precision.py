@@ -71,12 +71,12 @@ CASES = {
     "band_small": dict(shape=(50, 12, 15), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.7)),
     "band_large": dict(shape=(2, 400, 400), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.05)),
     "band_weak": dict(shape=(40, 10, 10), lengths=False, fn="s2dtw", kw=dict(bandwidth=0.3)),
-    # one pair shared by the threads (bands of rows in a pipeline), with a band / the weak grid
+    # one pair shared by the threads (strips of rows in a pipeline), with a band / the weak grid
     "band_one": dict(shape=(1, 480, 480), lengths=False, fn="soft_dtw", kw=dict(gamma=0.3, bandwidth=0.05)),
     "weak_smooth_one": dict(shape=(1, 160, 140), lengths=True, fn="s2dtw", kw=dict(gamma=0.1)),
     "weak_band_one": dict(shape=(1, 160, 160), lengths=False, fn="s2dtw", kw=dict(gamma=0.1, bandwidth=0.1)),
-    # plain soft-DTW in lanes with ragged lengths (register-block transposes, tails of
-    # columns and lanes) and by diagonals with ragged lengths (skewed cost, blocked write-back)
+    # plain soft-DTW in lanes with ragged lengths (register-tile transposes, tails of
+    # columns and lanes) and by diagonals with ragged lengths (skewed cost, tiled write-back)
     "plain_small": dict(shape=(70, 13, 19), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
     "plain_mid": dict(shape=(40, 100, 90), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),
     "plain_diag": dict(shape=(4, 300, 333), lengths=True, fn="soft_dtw", kw=dict(gamma=0.1)),

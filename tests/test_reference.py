@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from helpers import finite_differences
 
 from s2dtw import _reference, _torch_reference, _vectorised_reference
 
@@ -77,16 +78,7 @@ def test_smoothing_origin_takes_zero_neighbours():
 def test_reference_gradient_matches_finite_differences(smoothing, threshold, gamma):
     cost = np.random.default_rng(3).normal(size=(3, 4))
     _, grad = _reference.align_one(cost, gamma, smoothing, threshold)
-    h = 1e-6
-    numeric = np.zeros_like(cost)
-    for idx in np.ndindex(cost.shape):
-        up, down = cost.copy(), cost.copy()
-        up[idx] += h
-        down[idx] -= h
-        numeric[idx] = (
-            _reference.align_one(up, gamma, smoothing, threshold)[0]
-            - _reference.align_one(down, gamma, smoothing, threshold)[0]
-        ) / (2 * h)
+    numeric = finite_differences(lambda c: _reference.align_one(c, gamma, smoothing, threshold)[0], cost, 1e-6)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from helpers import finite_differences
 
 from s2dtw import _reference
 
@@ -176,16 +177,6 @@ def test_soft_value_tends_to_the_hard_one(threshold, opened):
     assert margin > 1e-6
     _, soft_grad = _reference.align_one(cost, margin / 60, 0.2, threshold, open_begin=opened[0], open_end=opened[1])
     np.testing.assert_allclose(soft_grad, hard_grad, atol=1e-20 + len(paths) * 2 * np.exp(-60))
-
-
-def finite_differences(fn, cost, h):
-    numeric = np.zeros_like(cost)
-    for idx in np.ndindex(cost.shape):
-        up, down = cost.copy(), cost.copy()
-        up[idx] += h
-        down[idx] -= h
-        numeric[idx] = (fn(up) - fn(down)) / (2 * h)
-    return numeric
 
 
 @pytest.mark.parametrize("smoothing", [None, 0.0, 0.2])

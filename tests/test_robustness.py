@@ -57,7 +57,7 @@ def test_expanded_and_strided_lengths_are_read_as_given_in_a_subprocess(cpu_back
     """)
 
 
-def test_kernels_reject_pairs_outside_their_block_or_buffer_in_a_subprocess(cpu_backend):
+def test_kernels_reject_pairs_outside_their_region_or_buffer_in_a_subprocess(cpu_backend):
     """Past the Python checks (as under torch.compile), the kernels check every pair themselves."""
     assert_prints_ok(f"""
         import torch
@@ -83,7 +83,7 @@ def test_kernels_reject_pairs_outside_their_block_or_buffer_in_a_subprocess(cpu_
         except ValueError as err:
             assert "does not fit a cost buffer of 60 elements" in str(err), err
         else:
-            raise AssertionError("a layout of 3 blocks was run on a buffer of 2")
+            raise AssertionError("a layout of 3 pairs was run on a buffer of 2")
     """)
 
 
