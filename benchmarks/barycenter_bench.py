@@ -108,7 +108,7 @@ def machine() -> dict:
         model, cpus = fields.get("Model name", "?"), fields.get("CPU(s)", "?")
     except (OSError, subprocess.CalledProcessError):
         model, cpus = platform.processor() or "?", "?"
-    return {"cpu": model, "cpus": cpus, "simd": importlib.import_module("s2dtw._cpu").simd_level(), "load": load()}
+    return {"cpu": model, "cpus": cpus, "simd": s2dtw.backends()["simd"], "load": load()}
 
 
 def load() -> str:

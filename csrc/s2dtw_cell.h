@@ -18,6 +18,9 @@
 
 namespace s2dtw {
 
+constexpr double kLn3 = 1.0986122886681098;  // softmin_s(0, 0, 0) = -s ln 3: the smoothing at the origin
+constexpr int kMaxCudaStrip = 1024;            // CUDA: most rows per block strip (= threads per block)
+
 // One call's work: many (n_b, m_b) pairs whose costs live in one buffer.
 // Pair b reads cost[(b / pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
 //                   + i * stride_i + j * stride_j];
@@ -42,7 +45,7 @@ struct Problem {
   // How to run it (pinned by tests and benchmarks, else chosen per call).
   int max_simd = 2;     // CPU: highest instruction set, a cpu::SimdLevel (0 scalar, 1 avx2, 2 avx512)
   int cuda_regime = 0;  // CUDA: 0 chosen by the cost model, 1 one thread per pair, 2 one block per pair
-  int cuda_strip = 0;   // CUDA: rows per block strip (a multiple of 32 up to 1024), 0 = chosen
+  int cuda_strip = 0;   // CUDA: rows per block strip (a multiple of 32 up to kMaxCudaStrip), 0 = chosen
 };
 
 S2DTW_HD int64_t pair_offset(const Problem& pb, int64_t b) {
@@ -104,7 +107,7 @@ S2DTW_HD T smoothed_cost(const Problem& pb, const CostView<T, Scalar>& cost, int
   const T s = T(pb.smoothing);
   if (i == 0 && j == 0) {
     if (weights) weights[0] = weights[1] = weights[2] = T(0);  // constants, no gradient
-    return c - s * T(1.0986122886681098);                       // softmin_s(0, 0, 0) = -s ln 3
+    return c - s * T(kLn3);
   }
   const T inf = infinity<T>();
   const T left = j > 0 ? cost(i, j - 1) : inf;

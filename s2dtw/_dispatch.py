@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._problem import BACKENDS, Problem, Switches, read_switches
+from ._problem import BACKENDS, SIMD_NAMES, Problem, Switches, read_switches
 
 _CPU_BACKENDS = ("cpp", "numba", "numpy")
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
@@ -46,6 +46,11 @@ def _available(name: str) -> bool:
     return _load(name) is not None
 
 
+def _simd_level(best: str) -> str:
+    """The instruction set a C++ call made now runs at: the CPU's best, at most $S2DTW_SIMD's."""
+    return SIMD_NAMES[min(SIMD_NAMES.index(best), read_switches().max_simd)]
+
+
 def _numba_installed() -> bool:
     """Whether numba is installed, without importing it (that takes seconds; only its backend needs it)."""
     return importlib.util.find_spec("numba") is not None
@@ -64,7 +69,7 @@ def backends() -> dict[str, Any]:
     return {
         "cpp": cpp is not None,
         "openmp": bool(cpp is not None and cpp.openmp),
-        "simd": cpp.simd_level() if cpp is not None else None,
+        "simd": _simd_level(cpp.best_simd_level()) if cpp is not None else None,
         "cuda": _available("cuda"),
         "cuda_module_built": _load("cuda") is not None,
         "numba": _numba_installed(),

@@ -128,7 +128,8 @@ def check_length_range(name: str, lengths: torch.Tensor, padded: int) -> None:
         raise ValueError(f"{name} must lie in [1, {padded}] (the padded length), got values in [{low}, {high}]")
 
 
-_SIMD_LEVELS = {"": 2, "avx512": 2, "avx2": 1, "scalar": 0}  # csrc/cpu/s2dtw_cpu.h, SimdLevel
+SIMD_NAMES = ("scalar", "avx2", "avx512")  # by csrc/cpu/s2dtw_cpu.h's SimdLevel
+_SIMD_LEVELS = {"": 2} | {name: level for level, name in enumerate(SIMD_NAMES)}
 _CUDA_REGIMES = {"": 0, "auto": 0, "thread": 1, "block": 2}
 _MAX_CUDA_STRIP = 1024
 

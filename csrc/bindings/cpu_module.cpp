@@ -23,14 +23,6 @@ void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t gr
                     reinterpret_cast<float*>(grad), num_threads);
 }
 
-// The instruction set a call made now runs at: the best this CPU has, at most the switches' max_simd
-// ($S2DTW_SIMD), which s2dtw/_problem.py reads (the one place the switches are read).
-std::string simd_level() {
-  const py::object switches = py::module_::import("s2dtw._problem").attr("read_switches")();
-  const auto cap = s2dtw::cpu::SimdLevel(s2dtw::bindings::switch_attr(switches, "max_simd", 0, 2));
-  return s2dtw::cpu::simd_name(std::min(cap, s2dtw::cpu::simd_level()));
-}
-
 // The vector exp and log at an instruction set ("avx2", "avx512") on n values at x,
 // float64 or float32 (the float32 lanes).
 bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_t log_x, int64_t n,
@@ -50,8 +42,9 @@ bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "s2dtw CPU kernels (pointers in, no torch)";
   m.attr("openmp") = s2dtw::cpu::has_openmp();
-  m.def("simd_level", &simd_level,
-        "The instruction set a call runs at: 'avx512', 'avx2' or 'scalar' (lowered by $S2DTW_SIMD).");
+  m.def("best_simd_level", [] { return std::string(s2dtw::cpu::simd_name(s2dtw::cpu::simd_level())); },
+        "The best instruction set this CPU has: 'avx512', 'avx2' or 'scalar' (a call runs at most at "
+        "its Problem's max_simd: s2dtw.backends()['simd'] is the level after $S2DTW_SIMD).");
   m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n values (tests); false if absent.",
         py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"),
         py::arg("dtype") = "float64");

@@ -61,7 +61,7 @@ inline Problem problem_from(const py::handle& call) {
   optional_attr(params, "bandwidth", pb.banded, pb.bandwidth);
   pb.max_simd = switch_attr(switches, "max_simd", 0, 2);  // a cpu::SimdLevel
   pb.cuda_regime = switch_attr(switches, "cuda_regime", 0, 2);
-  pb.cuda_strip = switch_attr(switches, "cuda_strip", 0, 1024);
+  pb.cuda_strip = switch_attr(switches, "cuda_strip", 0, kMaxCudaStrip);
   check(pb.n_pairs >= 0 && pb.pairs_per_x >= 1 && pb.padded_n >= 1 && pb.padded_m >= 1, "layout");
   check(pb.gamma > 0 && (!pb.smooth || pb.smoothing > 0) && (!pb.banded || pb.bandwidth >= 0), "params");
   check(pb.cuda_strip % 32 == 0, "cuda_strip must be 0 or a multiple of 32");

@@ -17,7 +17,7 @@
 namespace s2dtw::cuda {
 namespace {
 
-constexpr int kMaxStrip = 1024;  // rows per strip (= threads per block) in the block regime
+constexpr int kMaxStrip = kMaxCudaStrip;  // rows per strip (= threads per block) in the block regime
 
 // What a thread hands to the row above it in the backward, for one column q:
 // au = E(p,q) w_up(p,q) (goes to (p-1, q)), ad = E(p,q) w_diag(p,q) (to (p-1, q-1)),

@@ -103,7 +103,7 @@ __device__ __forceinline__ double smoothed_acc(const Problem& pb, const CostView
   if (!pb.smooth) return c;
   if (i == 0 && j == 0) {
     if (w) w[0] = w[1] = w[2] = M(0);
-    return c - k.smoothing * 1.0986122886681098;  // softmin_s(0, 0, 0) = -s ln 3, as s2dtw_cell.h
+    return c - k.smoothing * kLn3;
   }
   const double inf = infinity<double>();
   const double left = j > 0 ? cv(i, j - 1) : inf;
