@@ -119,10 +119,10 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
   value[b] = Scalar(above[Q]);
 
   if (grad) {
-    Scalar* block = grad + offset;
+    Scalar* pair_grad = grad + offset;  // padded_n x padded_m, zero outside the pair
     for (int64_t i = 0; i < pb.padded_n; ++i)
-      for (int64_t j = 0; j < pb.padded_m; ++j) block[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
-    backward_pair(pb, view, block, P, Q, ws);
+      for (int64_t j = 0; j < pb.padded_m; ++j) pair_grad[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+    backward_pair(pb, view, pair_grad, P, Q, ws);
   }
 }
 
@@ -162,10 +162,10 @@ SimdLevel detect_simd() {
   return level;
 }
 
-// The kernels trust every pair to fit its block (they index the buffers with the
-// lengths), so they check it here, whoever called: the Python side's checks are
-// skipped under torch.compile, and a length read from a wrong layout must not turn
-// into a read or write outside the buffers.
+// The kernels trust every pair to fit its padded_n x padded_m region (they index the
+// buffers with the lengths), so they check it here, whoever called: the Python side's
+// checks are skipped under torch.compile, and a length read from a wrong layout must
+// not turn into a read or write outside the buffers.
 void check_pair_lengths(const Problem& pb) {
   for (int64_t b = 0; b < pb.n_pairs; ++b) {
     const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
@@ -204,8 +204,8 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   const SimdLevel level = std::min(SimdLevel(std::clamp(pb.max_simd, 0, 2)), simd_level());
 #ifdef S2DTW_HAVE_SIMD
   try {
-    if (level == SimdLevel::avx512 && avx512::run(pb, cost, value, grad, num_threads)) return;
-    if (level >= SimdLevel::avx2 && avx2::run(pb, cost, value, grad, num_threads)) return;
+    if (level == SimdLevel::avx512) return avx512::run(pb, cost, value, grad, num_threads);
+    if (level == SimdLevel::avx2) return avx2::run(pb, cost, value, grad, num_threads);
   } catch (const std::bad_alloc&) {  // what was grown before the failure must not stay pinned
     avx512::release_workspaces();
     avx2::release_workspaces();
