@@ -62,7 +62,7 @@ void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar*
         e = 1;
       } else {
         // The successors inside the band, each times the weight with which it came from (p, q).
-        if (q >= next.lo && q <= next.hi) e += below[q] * Acc(tape_below[2 * q + 1]);  // from above
+        if (q >= next.lo && q <= next.hi) e += below[q] * Acc(tape_below[2 * q + 1]);                // from above
         if (q + 1 >= next.lo && q + 1 <= next.hi) e += below[q + 1] * Acc(tape_below[2 * (q + 1)]);  // diagonal
         if (q + 1 <= cols.hi) {
           const Acc from_left = Acc(1) - Acc(tape_here[2 * (q + 1)]) - Acc(tape_here[2 * (q + 1) + 1]);
@@ -86,8 +86,7 @@ void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar*
 }
 
 template <typename Scalar>
-void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad,
-                Workspace<Scalar>& ws) {
+void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad, Workspace<Scalar>& ws) {
   const int64_t offset = pair_offset(pb, b);
   const CostView<Acc, Scalar> view{cost + offset, pb.stride_i, pb.stride_j};
   const int64_t P = grid_extent(pb, pb.pair_n[b]), Q = grid_extent(pb, pb.pair_m[b]);
@@ -125,7 +124,6 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
     backward_pair(pb, view, pair_grad, P, Q, ws);
   }
 }
-
 
 // The scalar kernel: portable, one pair per thread.
 template <typename Scalar>
@@ -170,9 +168,9 @@ void check_pair_lengths(const Problem& pb) {
   for (int64_t b = 0; b < pb.n_pairs; ++b) {
     const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
     if (n < 1 || n > pb.padded_n || m < 1 || m > pb.padded_m)
-      throw std::invalid_argument("s2dtw: pair " + std::to_string(b) + " has lengths (" + std::to_string(n) +
-                                  ", " + std::to_string(m) + ") outside [1, " + std::to_string(pb.padded_n) +
-                                  "] x [1, " + std::to_string(pb.padded_m) + "] (the padded lengths)");
+      throw std::invalid_argument("s2dtw: pair " + std::to_string(b) + " has lengths (" + std::to_string(n) + ", " +
+                                  std::to_string(m) + ") outside [1, " + std::to_string(pb.padded_n) + "] x [1, " +
+                                  std::to_string(pb.padded_m) + "] (the padded lengths)");
   }
 }
 

@@ -29,16 +29,16 @@ class OutOfMemory : public std::bad_alloc {
   std::string message_;
 };
 
-#define S2DTW_DECLARE_SIMD(ns)                                                                            \
-  namespace ns {                                                                                          \
-  /* Same contract as cpu::run (every call: lockstep or diagonal regime). */                               \
-  template <typename Scalar>                                                                              \
-  void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads);          \
-  /* exp and log of the vector math on n values (for the accuracy tests). */                              \
-  void check_math(const double* x, double* exp_x, double* log_x, int64_t n);                              \
-  void check_math(const float* x, float* exp_x, float* log_x, int64_t n);                                 \
-  /* Frees this thread's cached workspaces (after running out of memory: nothing stays pinned). */        \
-  void release_workspaces();                                                                              \
+#define S2DTW_DECLARE_SIMD(ns)                                                                     \
+  namespace ns {                                                                                   \
+  /* Same contract as cpu::run (every call: lockstep or diagonal regime). */                       \
+  template <typename Scalar>                                                                       \
+  void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads);   \
+  /* exp and log of the vector math on n values (for the accuracy tests). */                       \
+  void check_math(const double* x, double* exp_x, double* log_x, int64_t n);                       \
+  void check_math(const float* x, float* exp_x, float* log_x, int64_t n);                          \
+  /* Frees this thread's cached workspaces (after running out of memory: nothing stays pinned). */ \
+  void release_workspaces();                                                                       \
   }
 
 S2DTW_DECLARE_SIMD(avx512)

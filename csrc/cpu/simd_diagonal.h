@@ -54,8 +54,8 @@ struct DiagonalWalk {
   NativeI iota_i[kGroup];
   const LaneOffsets cost_offsets, d_offsets;
 
-  DiagonalWalk(const Problem& pb, int64_t b, const Scalar* cost, Scalar* grad, DiagonalWorkspace<Scalar>& ws,
-               int tid, int team, int threads)
+  DiagonalWalk(const Problem& pb, int64_t b, const Scalar* cost, Scalar* grad, DiagonalWorkspace<Scalar>& ws, int tid,
+               int team, int threads)
       : pb(pb),
         ws(ws),
         tid(tid),
@@ -211,7 +211,7 @@ struct DiagonalWalk {
   void backward_strip(int64_t k) {
     const int64_t P = g.P, Q = g.Q, last_d = g.last_d;
     const int64_t r0 = k * H, r1 = std::min(P, r0 + H);
-    const double* erow = ws.rows.data() + k * (Q + 2);                        // E[r1][q] at q
+    const double* erow = ws.rows.data() + k * (Q + 2);                       // E[r1][q] at q
     double* erow_up = k > 0 ? ws.rows.data() + (k - 1) * (Q + 2) : nullptr;  // E[r0][q] at q
     const Scalar* tape_a = ws.tape_diag.data();
     const Scalar* tape_b = ws.tape_up.data();

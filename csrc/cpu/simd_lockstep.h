@@ -100,8 +100,8 @@ inline Vec smooth_cell(const Problem& pb, const T* c, int64_t m, int64_t i, int6
   const Vec left = j > 0 ? Vec::load(c + (i * m + j - 1) * kLanes) : inf;
   const Vec up = i > 0 ? Vec::load(c + ((i - 1) * m + j) * kLanes) : inf;
   const Vec diag = i > 0 && j > 0 ? Vec::load(c + ((i - 1) * m + j - 1) * kLanes) : inf;
-  return here + softmin3(left, up, diag, s, Vec::splat(1.0 / pb.smoothing), w, w ? w + 1 : nullptr,
-                         w ? w + 2 : nullptr);
+  return here +
+         softmin3(left, up, diag, s, Vec::splat(1.0 / pb.smoothing), w, w ? w + 1 : nullptr, w ? w + 2 : nullptr);
 }
 
 template <typename Scalar>
@@ -114,8 +114,8 @@ const double* smooth_costs(const Problem& pb, const Scalar* cb, int64_t n, int64
 // Forward: R rows at index q + 1 (two rows of `rows`), as the scalar kernel; the grid
 // cells from the smoothed cost sb, else the cost cb; the weights onto `tape` (nullable).
 template <typename Scalar>
-void lockstep_forward(const Problem& pb, const LockstepLanes& lanes, const Scalar* cb, const double* sb,
-                      double* rows, Scalar* tape, Scalar* value) {
+void lockstep_forward(const Problem& pb, const LockstepLanes& lanes, const Scalar* cb, const double* sb, double* rows,
+                      Scalar* tape, Scalar* value) {
   const int64_t m = lanes.m;
   const int64_t P = grid_extent(pb, lanes.n), Q = grid_extent(pb, m);
   const int64_t width = band_width(pb, P, Q);  // banded groups hold a single shape
@@ -183,8 +183,8 @@ void lockstep_backward(const Problem& pb, const LockstepLanes& lanes, const Scal
       if (q + 1 >= next.lo && q + 1 <= next.hi)
         e = e + Vec::load(below + (q + 1) * kLanes) * Vec::load(tape_below + 2 * (q + 1) * kLanes);
       if (q + 1 <= cols.hi) {
-        const Vec from_left = one - Vec::load(tape_here + 2 * (q + 1) * kLanes) -
-                              Vec::load(tape_here + (2 * (q + 1) + 1) * kLanes);
+        const Vec from_left =
+            one - Vec::load(tape_here + 2 * (q + 1) * kLanes) - Vec::load(tape_here + (2 * (q + 1) + 1) * kLanes);
         e = e + Vec::load(here + (q + 1) * kLanes) * vmax(from_left, zero);
       }
       const Vec qv = Vec::splat(double(q));
@@ -274,8 +274,8 @@ std::vector<int64_t> lockstep_groups(const Problem& pb, std::vector<int64_t>& or
   });
   std::vector<int64_t> starts;
   for (int64_t k = 0; k < pb.n_pairs; ++k) {
-    const bool new_shape = k > 0 && (pb.pair_n[order[k]] != pb.pair_n[order[k - 1]] ||
-                                     pb.pair_m[order[k]] != pb.pair_m[order[k - 1]]);
+    const bool new_shape =
+        k > 0 && (pb.pair_n[order[k]] != pb.pair_n[order[k - 1]] || pb.pair_m[order[k]] != pb.pair_m[order[k - 1]]);
     if (starts.empty() || k - starts.back() == kLanes || (pb.banded && new_shape)) starts.push_back(k);
   }
   starts.push_back(pb.n_pairs);

@@ -83,22 +83,22 @@ struct Vec {
   double operator[](int lane) const { return v[lane / kNative][lane % kNative]; }
 };
 
-#define S2DTW_VEC_OP(op)                                  \
-  inline Vec operator op(const Vec& a, const Vec& b) {    \
-    Vec r;                                                \
-    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];                 \
-    return r;                                             \
+#define S2DTW_VEC_OP(op)                               \
+  inline Vec operator op(const Vec& a, const Vec& b) { \
+    Vec r;                                             \
+    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];              \
+    return r;                                          \
   }
 S2DTW_VEC_OP(+)
 S2DTW_VEC_OP(-)
 S2DTW_VEC_OP(*)
 S2DTW_VEC_OP(/)
 #undef S2DTW_VEC_OP
-#define S2DTW_CMP_OP(name, op)                            \
-  inline Mask name(const Vec& a, const Vec& b) {          \
-    Mask r;                                               \
-    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];                 \
-    return r;                                             \
+#define S2DTW_CMP_OP(name, op)                   \
+  inline Mask name(const Vec& a, const Vec& b) { \
+    Mask r;                                      \
+    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];        \
+    return r;                                    \
   }
 S2DTW_CMP_OP(less, <)
 S2DTW_CMP_OP(equal, ==)
@@ -159,10 +159,20 @@ __attribute__((always_inline)) inline V horner(V r, const T (&c)[N]) {
 
 // Taylor coefficients 1/k! of e^r: degree 13 in float64 (truncation < 1e-17 on
 // [-ln2/2, ln2/2]), 7 in float32 (< 1e-8).
-constexpr double kExpF64[] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                              1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,
-                              1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,        0.5,
-                              1.0,                1.0};
+constexpr double kExpF64[] = {1.0 / 6227020800.0,
+                              1.0 / 479001600.0,
+                              1.0 / 39916800.0,
+                              1.0 / 3628800.0,
+                              1.0 / 362880.0,
+                              1.0 / 40320.0,
+                              1.0 / 5040.0,
+                              1.0 / 720.0,
+                              1.0 / 120.0,
+                              1.0 / 24.0,
+                              1.0 / 6.0,
+                              0.5,
+                              1.0,
+                              1.0};
 constexpr float kExpF32[] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
 // log m = 2 atanh(f) = 2 f (1 + f^2 / 3 + f^4 / 5 + ...): the coefficients 1/(2k+1) of
 // the series in f^2 after its first term, to f^21 (float64) or f^9 (float32).

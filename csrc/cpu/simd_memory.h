@@ -98,9 +98,13 @@ struct HugeAllocator {
     else ::operator delete(p, std::align_val_t(64));
   }
   template <typename U>
-  bool operator==(const HugeAllocator<U>&) const { return true; }
+  bool operator==(const HugeAllocator<U>&) const {
+    return true;
+  }
   template <typename U>
-  bool operator!=(const HugeAllocator<U>&) const { return false; }
+  bool operator!=(const HugeAllocator<U>&) const {
+    return false;
+  }
 };
 template <typename T>
 using Buffer = std::vector<T, HugeAllocator<T>>;

@@ -68,10 +68,8 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   num_threads = useful_threads(num_threads, pb.n_pairs * P);
   const bool small = P * Q <= 4096;
   const bool many = pb.n_pairs >= int64_t(num_threads) * kLanes / 2 && P * Q <= 65536;
-  if (small || many)
-    run_lockstep(pb, cost, value, grad, num_threads);
-  else
-    run_diagonal(pb, cost, value, grad, num_threads);
+  if (small || many) run_lockstep(pb, cost, value, grad, num_threads);
+  else run_diagonal(pb, cost, value, grad, num_threads);
 }
 
 void check_math(const double* x, double* exp_x, double* log_x, int64_t n) {

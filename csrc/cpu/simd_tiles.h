@@ -33,12 +33,12 @@ inline NativeD gather(const double* base, NativeI idx, NativeI mask, NativeD src
 }
 inline NativeD gather(const float* base, NativeI idx, NativeI mask, NativeD src) {
 #if S2DTW_NATIVE_DOUBLES == 8
-  const __m256 f = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), _mm512_movepi64_mask((__m512i)mask), (__m512i)idx,
-                                            base, 4);
+  const __m256 f =
+      _mm512_mask_i64gather_ps(_mm256_setzero_ps(), _mm512_movepi64_mask((__m512i)mask), (__m512i)idx, base, 4);
 #else
   typedef int32_t I32 __attribute__((vector_size(16)));
-  const __m128 f = _mm256_mask_i64gather_ps(_mm_setzero_ps(), base, (__m256i)idx,
-                                            (__m128)__builtin_convertvector(mask, I32), 4);
+  const __m128 f =
+      _mm256_mask_i64gather_ps(_mm_setzero_ps(), base, (__m256i)idx, (__m128) __builtin_convertvector(mask, I32), 4);
 #endif
   const NativeD v = __builtin_convertvector((NativeF)f, NativeD);
   return mask ? v : src;
@@ -97,9 +97,13 @@ inline __mmask8 range_bits(int64_t a, int64_t b, int64_t n) {
   return __mmask8(prefix(b) & ~prefix(a));
 }
 inline __m256 load_range(const float* p, int64_t a, int64_t b) { return _mm256_maskz_loadu_ps(range_bits(a, b, 8), p); }
-inline __m256d load_range(const double* p, int64_t a, int64_t b) { return _mm256_maskz_loadu_pd(range_bits(a, b, 4), p); }
+inline __m256d load_range(const double* p, int64_t a, int64_t b) {
+  return _mm256_maskz_loadu_pd(range_bits(a, b, 4), p);
+}
 inline void store_range(float* p, int64_t a, int64_t b, __m256 v) { _mm256_mask_storeu_ps(p, range_bits(a, b, 8), v); }
-inline void store_range(double* p, int64_t a, int64_t b, __m256d v) { _mm256_mask_storeu_pd(p, range_bits(a, b, 4), v); }
+inline void store_range(double* p, int64_t a, int64_t b, __m256d v) {
+  _mm256_mask_storeu_pd(p, range_bits(a, b, 4), v);
+}
 #else
 inline __m256i range32(int64_t a, int64_t b) {
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -221,7 +225,8 @@ inline void scatter_row(T* const* rows, const Src* dc, const int64_t* inside, in
         for (int k = 0; k < lanes; ++k) B::store(rows[l0 + k] + j0, r[k]);
         continue;
       }
-      for (int k = 0; k < lanes; ++k) store_range(rows[l0 + k] + j0, 0, padded_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
+      for (int k = 0; k < lanes; ++k)
+        store_range(rows[l0 + k] + j0, 0, padded_m - j0, zero_outside(r[k], inside[l0 + k] - j0));
     }
   }
 }
