@@ -5,13 +5,8 @@
 // strip waits only for the progress of the strip above it, or below it in the
 // backward).
 //
-// A room of simd_per_isa.h (compiled once per instruction set, inside its
-// S2DTW_SIMD_NS namespace and target pragma); the library headers come before it.
+// A room of simd_per_isa.h, which includes it with the library headers before it.
 #pragma once
-
-#ifndef S2DTW_SIMD_NS
-#error "included by simd_per_isa.h only"
-#endif
 
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {

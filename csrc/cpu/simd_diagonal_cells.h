@@ -3,13 +3,8 @@
 // cost (vector gathers) and the moves of a strip's data between row-major and
 // by-diagonal order (skew: the cost in; unskew: E out), in register tiles.
 //
-// A room of simd_per_isa.h (compiled once per instruction set, inside its
-// S2DTW_SIMD_NS namespace and target pragma); the library headers come before it.
+// A room of simd_per_isa.h, which includes it with the library headers before it.
 #pragma once
-
-#ifndef S2DTW_SIMD_NS
-#error "included by simd_per_isa.h only"
-#endif
 
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {
@@ -57,7 +52,7 @@ inline int64_t strip_rows(int64_t P, int threads) {
   return std::min({round, kMaxStrip, std::max<int64_t>(2 * kLanes, h)});
 }
 
-// Rows of the unskew's row blocks and of the skew's scalar part.
+// Rows per group in unskew and in the skew's scalar part.
 constexpr int64_t kSkewRows = 16;
 
 // One pair's buffers: smoothed cost D and d value / d D (n x m, row-major); per
@@ -260,7 +255,7 @@ int64_t unskew_tiles(const T* e_strip, int64_t H, int64_t r0, int64_t i0, int64_
 
 // E of the cost cells (i, j) of strip rows [r0, r1) (0 outside the Sakoe-Chiba band)
 // from e_strip (by diagonal, H slots each) into dst (strides dst_si, dst_sj; columns
-// [0, cols)), rows [i_first, i_last) of the cost. Blocks of kSkewRows rows filled
+// [0, cols)), rows [i_first, i_last) of the cost. Groups of kSkewRows rows filled
 // diagonal by diagonal: each diagonal's run of slots is a cache line or two, while the
 // rows written stay in L1.
 template <typename Scalar, typename T>

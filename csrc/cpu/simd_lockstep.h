@@ -4,13 +4,8 @@
 // backward starts there (cells beyond its shape get E = 0). Banded groups hold one
 // shape only (the band depends on the shape).
 //
-// A room of simd_per_isa.h (compiled once per instruction set, inside its
-// S2DTW_SIMD_NS namespace and target pragma); the library headers come before it.
+// A room of simd_per_isa.h, which includes it with the library headers before it.
 #pragma once
-
-#ifndef S2DTW_SIMD_NS
-#error "included by simd_per_isa.h only"
-#endif
 
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {
@@ -219,7 +214,7 @@ const double* smooth_gradient(const Problem& pb, const Scalar* cb, const double*
   return out;
 }
 
-// The lanes' gradients from dc ([cell][lane]) into their pairs' blocks of `grad`,
+// The lanes' gradients from dc ([cell][lane]) into their pairs' regions of `grad`,
 // padded_n x padded_m each, zero outside each lane's pair.
 template <typename Scalar, typename Src>
 void write_back(const Problem& pb, Scalar* grad, const LockstepLanes& lanes, const Src* dc) {

@@ -2,13 +2,8 @@
 // calling thread between calls (within one budget), the huge-page allocator of the
 // large ones, and the MXCSR guard that flushes subnormals while a kernel runs.
 //
-// A room of simd_per_isa.h (compiled once per instruction set, inside its
-// S2DTW_SIMD_NS namespace and target pragma); the library headers come before it.
+// A room of simd_per_isa.h, which includes it with the library headers before it.
 #pragma once
-
-#ifndef S2DTW_SIMD_NS
-#error "included by simd_per_isa.h only"
-#endif
 
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {

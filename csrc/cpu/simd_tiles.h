@@ -3,13 +3,8 @@
 // unpack / shuffle / permute, masked partial loads and stores, and the lockstep
 // regime's row gather / scatter between a pair's rows and [cell][lane].
 //
-// A room of simd_per_isa.h (compiled once per instruction set, inside its
-// S2DTW_SIMD_NS namespace and target pragma); the library headers come before it.
+// A room of simd_per_isa.h, which includes it with the library headers before it.
 #pragma once
-
-#ifndef S2DTW_SIMD_NS
-#error "included by simd_per_isa.h only"
-#endif
 
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {
@@ -47,7 +42,7 @@ inline NativeD gather(const float* base, NativeI idx, NativeI mask, NativeD src)
 // ---------------------------------------------------------------- lane transposes
 
 // The lockstep costs and gradients move between each pair's rows and the [cell][lane]
-// layout in register blocks: 8 lanes x 8 columns (float) or 4 x 4 (double), transposed
+// layout in register tiles: 8 lanes x 8 columns (float) or 4 x 4 (double), transposed
 // with unpack / shuffle / permute, instead of one scalar copy per cell and lane.
 inline void transpose8(__m256* r) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
