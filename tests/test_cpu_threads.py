@@ -12,7 +12,7 @@ import s2dtw
 
 pytest.importorskip("s2dtw._cpu")
 
-# One pair shared by every thread (the pipelined bands of the diagonal regime), with and
+# One pair shared by every thread (the pipelined strips of the diagonal regime), with and
 # without the smoothing passes (their own barriers and work counters).
 SCRIPT = textwrap.dedent("""
     import sys, torch, s2dtw
@@ -46,7 +46,7 @@ def test_fewer_threads_than_requested(limit):
 @pytest.mark.parametrize("threads", [2, 8])
 @pytest.mark.parametrize("shape", [(1, 400, 350), (3, 200, 180), (300, 17, 17)])
 def test_bitwise_repeatable(threads, shape):
-    # Whichever thread takes a band, group or pair, the sums are done in the same order.
+    # Whichever thread takes a strip, group or pair, the sums are done in the same order.
     g = torch.Generator().manual_seed(4)
     cost = torch.rand(*shape, generator=g, dtype=torch.float64)
     old = torch.get_num_threads()

@@ -62,7 +62,7 @@ void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar*
         e = 1;
       } else {
         // The successors inside the band, each times the weight with which it came from (p, q).
-        if (q >= next.lo && q <= next.hi) e += below[q] * Acc(tape_below[2 * q + 1]);  // from above
+        if (q >= next.lo && q <= next.hi) e += below[q] * Acc(tape_below[2 * q + 1]);                // from above
         if (q + 1 >= next.lo && q + 1 <= next.hi) e += below[q + 1] * Acc(tape_below[2 * (q + 1)]);  // diagonal
         if (q + 1 <= cols.hi) {
           const Acc from_left = Acc(1) - Acc(tape_here[2 * (q + 1)]) - Acc(tape_here[2 * (q + 1) + 1]);
@@ -86,8 +86,7 @@ void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar*
 }
 
 template <typename Scalar>
-void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad,
-                Workspace<Scalar>& ws) {
+void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad, Workspace<Scalar>& ws) {
   const int64_t offset = pair_offset(pb, b);
   const CostView<Acc, Scalar> view{cost + offset, pb.stride_i, pb.stride_j};
   const int64_t P = grid_extent(pb, pb.pair_n[b]), Q = grid_extent(pb, pb.pair_m[b]);
@@ -119,13 +118,12 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
   value[b] = Scalar(above[Q]);
 
   if (grad) {
-    Scalar* block = grad + offset;
+    Scalar* pair_grad = grad + offset;  // padded_n x padded_m, zero outside the pair
     for (int64_t i = 0; i < pb.padded_n; ++i)
-      for (int64_t j = 0; j < pb.padded_m; ++j) block[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
-    backward_pair(pb, view, block, P, Q, ws);
+      for (int64_t j = 0; j < pb.padded_m; ++j) pair_grad[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+    backward_pair(pb, view, pair_grad, P, Q, ws);
   }
 }
-
 
 // The scalar kernel: portable, one pair per thread.
 template <typename Scalar>
@@ -162,17 +160,17 @@ SimdLevel detect_simd() {
   return level;
 }
 
-// The kernels trust every pair to fit its block (they index the buffers with the
-// lengths), so they check it here, whoever called: the Python side's checks are
-// skipped under torch.compile, and a length read from a wrong layout must not turn
-// into a read or write outside the buffers.
+// The kernels trust every pair to fit its padded_n x padded_m region (they index the
+// buffers with the lengths), so they check it here, whoever called: the Python side's
+// checks are skipped under torch.compile, and a length read from a wrong layout must
+// not turn into a read or write outside the buffers.
 void check_pair_lengths(const Problem& pb) {
   for (int64_t b = 0; b < pb.n_pairs; ++b) {
     const int64_t n = pb.pair_n[b], m = pb.pair_m[b];
     if (n < 1 || n > pb.padded_n || m < 1 || m > pb.padded_m)
-      throw std::invalid_argument("s2dtw: pair " + std::to_string(b) + " has lengths (" + std::to_string(n) +
-                                  ", " + std::to_string(m) + ") outside [1, " + std::to_string(pb.padded_n) +
-                                  "] x [1, " + std::to_string(pb.padded_m) + "] (the padded lengths)");
+      throw std::invalid_argument("s2dtw: pair " + std::to_string(b) + " has lengths (" + std::to_string(n) + ", " +
+                                  std::to_string(m) + ") outside [1, " + std::to_string(pb.padded_n) + "] x [1, " +
+                                  std::to_string(pb.padded_m) + "] (the padded lengths)");
   }
 }
 
@@ -204,8 +202,8 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   const SimdLevel level = std::min(SimdLevel(std::clamp(pb.max_simd, 0, 2)), simd_level());
 #ifdef S2DTW_HAVE_SIMD
   try {
-    if (level == SimdLevel::avx512 && avx512::run(pb, cost, value, grad, num_threads)) return;
-    if (level >= SimdLevel::avx2 && avx2::run(pb, cost, value, grad, num_threads)) return;
+    if (level == SimdLevel::avx512) return avx512::run(pb, cost, value, grad, num_threads);
+    if (level == SimdLevel::avx2) return avx2::run(pb, cost, value, grad, num_threads);
   } catch (const std::bad_alloc&) {  // what was grown before the failure must not stay pinned
     avx512::release_workspaces();
     avx2::release_workspaces();

@@ -1,5 +1,6 @@
-// The vectorised CPU kernels, compiled once per instruction set (s2dtw_cpu_simd.cpp
-// with S2DTW_SIMD_NS = avx512 / avx2). s2dtw_cpu.cpp picks one at run time.
+// The vectorised CPU kernels' entry points, compiled once per instruction set
+// (simd_per_isa.h, included by s2dtw_cpu_avx512.cpp / s2dtw_cpu_avx2.cpp with
+// S2DTW_SIMD_NS = avx512 / avx2). s2dtw_cpu.cpp picks one at run time.
 #pragma once
 
 #include <atomic>
@@ -13,7 +14,7 @@
 namespace s2dtw::cpu {
 
 // Bytes the SIMD kernels keep cached between calls, over every thread, dtype, regime and
-// instruction set (bounded by kKeepBytes in simd_kernels.h).
+// instruction set (bounded by kKeepBytes in simd_memory.h).
 extern std::atomic<int64_t> kept_workspace_bytes;
 
 // A std::bad_alloc (MemoryError in Python) that says how much could not be allocated.
@@ -28,16 +29,16 @@ class OutOfMemory : public std::bad_alloc {
   std::string message_;
 };
 
-#define S2DTW_DECLARE_SIMD(ns)                                                                            \
-  namespace ns {                                                                                          \
-  /* Same contract as cpu::run; returns false (doing nothing) for a call it leaves to the scalar path. */ \
-  template <typename Scalar>                                                                              \
-  bool run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads);          \
-  /* exp and log of the vector math on n values (for the accuracy tests). */                              \
-  void check_math(const double* x, double* exp_x, double* log_x, int64_t n);                              \
-  void check_math(const float* x, float* exp_x, float* log_x, int64_t n);                                 \
-  /* Frees this thread's cached workspaces (after running out of memory: nothing stays pinned). */        \
-  void release_workspaces();                                                                              \
+#define S2DTW_DECLARE_SIMD(ns)                                                                     \
+  namespace ns {                                                                                   \
+  /* Same contract as cpu::run (every call: lockstep or diagonal regime). */                       \
+  template <typename Scalar>                                                                       \
+  void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads);   \
+  /* exp and log of the vector math on n values (for the accuracy tests). */                       \
+  void check_math(const double* x, double* exp_x, double* log_x, int64_t n);                       \
+  void check_math(const float* x, float* exp_x, float* log_x, int64_t n);                          \
+  /* Frees this thread's cached workspaces (after running out of memory: nothing stays pinned). */ \
+  void release_workspaces();                                                                       \
   }
 
 S2DTW_DECLARE_SIMD(avx512)

@@ -2,9 +2,9 @@
 // the softmin of three with its weights; float32 lanes (twice as many per register)
 // for the transcendentals of float32 inputs.
 //
-// Included only by s2dtw_cpu_simd.cpp, which is compiled once per instruction set
-// with S2DTW_SIMD_NS (namespace) and S2DTW_NATIVE_DOUBLES (doubles in one register:
-// 8 for AVX-512, 4 for AVX2) defined. `Vec` is kGroup native registers handled as
+// The first room of simd_per_isa.h, which is compiled once per instruction set with
+// S2DTW_SIMD_NS (namespace) and S2DTW_NATIVE_DOUBLES (doubles in one register: 8 for
+// AVX-512, 4 for AVX2) defined. `Vec` is kGroup native registers handled as
 // one value of kLanes lanes: the independent registers give the out-of-order core
 // several dependency chains to overlap (the recursions are latency-bound).
 //
@@ -25,6 +25,7 @@
 
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 
+constexpr double kInf = __builtin_inf();
 constexpr int kNative = S2DTW_NATIVE_DOUBLES;
 constexpr int kGroup = 4;
 constexpr int kLanes = kNative * kGroup;
@@ -82,22 +83,22 @@ struct Vec {
   double operator[](int lane) const { return v[lane / kNative][lane % kNative]; }
 };
 
-#define S2DTW_VEC_OP(op)                                  \
-  inline Vec operator op(const Vec& a, const Vec& b) {    \
-    Vec r;                                                \
-    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];                 \
-    return r;                                             \
+#define S2DTW_VEC_OP(op)                               \
+  inline Vec operator op(const Vec& a, const Vec& b) { \
+    Vec r;                                             \
+    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];              \
+    return r;                                          \
   }
 S2DTW_VEC_OP(+)
 S2DTW_VEC_OP(-)
 S2DTW_VEC_OP(*)
 S2DTW_VEC_OP(/)
 #undef S2DTW_VEC_OP
-#define S2DTW_CMP_OP(name, op)                            \
-  inline Mask name(const Vec& a, const Vec& b) {          \
-    Mask r;                                               \
-    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];                 \
-    return r;                                             \
+#define S2DTW_CMP_OP(name, op)                   \
+  inline Mask name(const Vec& a, const Vec& b) { \
+    Mask r;                                      \
+    S2DTW_EACH r.v[g] = a.v[g] op b.v[g];        \
+    return r;                                    \
   }
 S2DTW_CMP_OP(less, <)
 S2DTW_CMP_OP(equal, ==)
@@ -147,9 +148,41 @@ inline VecF select(const Mask& m, const VecF& a, const VecF& b) {
   return r;
 }
 
-// e^x as 2^k e^r, r = x - k ln 2 in [-ln2/2, ln2/2], e^r by its Taylor polynomial of
-// degree 13 (truncation < 1e-17). 2^k is built in the exponent bits from the low
-// bits of x log2(e) + 1.5 * 2^52. x < -708 (and -inf) gives 0; x <= 709 expected.
+// p(r) = c[0] r^(N-1) + ... + c[N-1] by Horner's rule (c: highest degree first), in
+// lanes of V. The polynomials of exp and log below differ only in these coefficients.
+template <typename V, typename T, int N>
+__attribute__((always_inline)) inline V horner(V r, const T (&c)[N]) {
+  V p = V{} + c[0];
+  _Pragma("GCC unroll 32") for (int k = 1; k < N; ++k) p = p * r + c[k];
+  return p;
+}
+
+// Taylor coefficients 1/k! of e^r: degree 13 in float64 (truncation < 1e-17 on
+// [-ln2/2, ln2/2]), 7 in float32 (< 1e-8).
+constexpr double kExpF64[] = {1.0 / 6227020800.0,
+                              1.0 / 479001600.0,
+                              1.0 / 39916800.0,
+                              1.0 / 3628800.0,
+                              1.0 / 362880.0,
+                              1.0 / 40320.0,
+                              1.0 / 5040.0,
+                              1.0 / 720.0,
+                              1.0 / 120.0,
+                              1.0 / 24.0,
+                              1.0 / 6.0,
+                              0.5,
+                              1.0,
+                              1.0};
+constexpr float kExpF32[] = {1.0f / 5040.0f, 1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+// log m = 2 atanh(f) = 2 f (1 + f^2 / 3 + f^4 / 5 + ...): the coefficients 1/(2k+1) of
+// the series in f^2 after its first term, to f^21 (float64) or f^9 (float32).
+constexpr double kLogF64[] = {1.0 / 21.0, 1.0 / 19.0, 1.0 / 17.0, 1.0 / 15.0, 1.0 / 13.0,
+                              1.0 / 11.0, 1.0 / 9.0,  1.0 / 7.0,  1.0 / 5.0,  1.0 / 3.0};
+constexpr float kLogF32[] = {1.0f / 9.0f, 1.0f / 7.0f, 1.0f / 5.0f, 1.0f / 3.0f};
+
+// e^x as 2^k e^r, r = x - k ln 2 in [-ln2/2, ln2/2], e^r by its Taylor polynomial.
+// 2^k is built in the exponent bits from the low bits of x log2(e) + 1.5 * 2^52.
+// x < -708 (and -inf) gives 0; x <= 709 expected.
 inline NativeD exp_native(NativeD x) {
   const NativeD floor_x = NativeD{} - 708.0;
   const NativeI tiny = x < floor_x;
@@ -159,27 +192,14 @@ inline NativeD exp_native(NativeD x) {
   const NativeD k = kd - shifter;
   NativeD r = x - k * 0x1.62e42fefa39efp-1;  // ln2, split in two for an exact reduction
   r = r - k * 0x1.abc9e3b39803fp-56;
-  NativeD p = NativeD{} + 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  const NativeD p = horner(r, kExpF64);
   const NativeI scale = (((NativeI)kd) << 52) + (int64_t(1023) << 52);
   const NativeD result = p * (NativeD)scale;
   return tiny ? NativeD{} : result;
 }
 
 // log(s) for positive normal s: s = 2^e m with m in [sqrt(1/2), sqrt(2)),
-// log m = 2 atanh(f), f = (m - 1) / (m + 1), |f| < 0.172, series to f^21.
+// log m = 2 atanh(f), f = (m - 1) / (m + 1), |f| < 0.172.
 inline NativeD log_native(NativeD s) {
   const NativeI bits = (NativeI)s;
   NativeD m = (NativeD)((bits & int64_t(0x000fffffffffffff)) | (int64_t(1023) << 52));
@@ -192,23 +212,13 @@ inline NativeD log_native(NativeD s) {
   const NativeD ed = (NativeD)biased - (0x1p52 + 1023.0);
   const NativeD f = (m - 1.0) / (m + 1.0);
   const NativeD f2 = f * f;
-  NativeD p = NativeD{} + 1.0 / 21.0;
-  p = p * f2 + 1.0 / 19.0;
-  p = p * f2 + 1.0 / 17.0;
-  p = p * f2 + 1.0 / 15.0;
-  p = p * f2 + 1.0 / 13.0;
-  p = p * f2 + 1.0 / 11.0;
-  p = p * f2 + 1.0 / 9.0;
-  p = p * f2 + 1.0 / 7.0;
-  p = p * f2 + 1.0 / 5.0;
-  p = p * f2 + 1.0 / 3.0;
+  const NativeD p = horner(f2, kLogF64);
   const NativeD two_f = f + f;
   return ed * 0x1.62e42fefa39efp-1 + (ed * 0x1.abc9e3b39803fp-56 + (two_f + two_f * f2 * p));
 }
 
-// The same two in float32 lanes, for float32 inputs. e^x, x in [-87, 0]: degree 7
-// (truncation < 1e-8); below -87 (and -inf) gives 0. 2^k from int32 lanes (AVX2 has
-// every 32-bit operation this needs).
+// The same two in float32 lanes, for float32 inputs. e^x, x in [-87, 0]; below -87
+// (and -inf) gives 0. 2^k from int32 lanes (AVX2 has every 32-bit operation this needs).
 inline WideF exp_f32(WideF x) {
   const WideI tiny = x < -87.0f;
   x = tiny ? WideF{} : x;
@@ -217,18 +227,11 @@ inline WideF exp_f32(WideF x) {
   const WideF k = kf - shifter;
   WideF r = x - k * 0x1.62e400p-1f;  // ln2 in two parts: k * hi is exact
   r = r - k * 0x1.7f7d1cp-20f;
-  WideF p = WideF{} + 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const WideF p = horner(r, kExpF32);
   const WideI scale = (((WideI)kf) << 23) + (127 << 23);
   return tiny ? WideF{} : p * (WideF)scale;
 }
-// log(s) for positive normal float s: m in [sqrt(1/2), sqrt(2)), 2 atanh(f) to f^9.
+// log(s) for positive normal float s: m in [sqrt(1/2), sqrt(2)), 2 atanh(f).
 inline WideF log_f32(WideF s) {
   const WideI bits = (WideI)s;
   WideF m = (WideF)((bits & 0x007fffff) | 0x3f800000);
@@ -237,10 +240,7 @@ inline WideF log_f32(WideF s) {
   const WideF e = __builtin_convertvector((bits >> 23) - 127 - big, WideF);
   const WideF f = (m - 1.0f) / (m + 1.0f);
   const WideF f2 = f * f;
-  WideF p = WideF{} + 1.0f / 9.0f;
-  p = p * f2 + 1.0f / 7.0f;
-  p = p * f2 + 1.0f / 5.0f;
-  p = p * f2 + 1.0f / 3.0f;
+  const WideF p = horner(f2, kLogF32);
   const WideF two_f = f + f;
   return e * 0x1.62e400p-1f + (e * 0x1.7f7d1cp-20f + (two_f + two_f * f2 * p));
 }
@@ -332,5 +332,10 @@ __attribute__((always_inline)) inline Vec softmin3(const Vec& a, const Vec& b, c
   }
   return out;
 }
+
+// The recursion's transition weights: float32 lanes for float32 inputs (their softmin
+// takes its exp / log in float32), float64 lanes otherwise.
+template <typename Scalar>
+using Weights = std::conditional_t<std::is_same_v<Scalar, float>, VecF, Vec>;
 
 }  // namespace s2dtw::cpu::S2DTW_SIMD_NS

@@ -1,6 +1,6 @@
 // Threads of the CPU kernels: how many to start, who is in the team OpenMP actually
 // started, and waits that give the core away when the awaited thread is not running.
-// Included before any #pragma GCC target (simd_kernels.h): these inline functions are
+// Included before any #pragma GCC target (simd_per_isa.h): these inline functions are
 // shared with the scalar code and must not be compiled for AVX-512.
 #pragma once
 
