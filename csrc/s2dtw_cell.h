@@ -19,7 +19,7 @@
 namespace s2dtw {
 
 constexpr double kLn3 = 1.0986122886681098;  // softmin_s(0, 0, 0) = -s ln 3: the smoothing at the origin
-constexpr int kMaxCudaStrip = 1024;            // CUDA: most rows per block strip (= threads per block)
+constexpr int kMaxCudaStrip = 1024;          // CUDA: most rows per block strip (= threads per block)
 
 // One call's work: many (n_b, m_b) pairs whose costs live in one buffer.
 // Pair b reads cost[(b / pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
@@ -32,9 +32,9 @@ struct Problem {
   int64_t n_pairs = 0;
   int64_t pairs_per_x = 1;
   int64_t stride_x = 0, stride_y = 0, stride_i = 0, stride_j = 1;
-  const int64_t* pair_n = nullptr;  // rows of pair b (length n_pairs), <= padded_n
-  const int64_t* pair_m = nullptr;  // columns of pair b (length n_pairs), <= padded_m
-  int64_t padded_n = 0, padded_m = 0; // padded extent of every pair's block of the cost
+  const int64_t* pair_n = nullptr;     // rows of pair b (length n_pairs), <= padded_n
+  const int64_t* pair_m = nullptr;     // columns of pair b (length n_pairs), <= padded_m
+  int64_t padded_n = 0, padded_m = 0;  // padded extent of every pair's block of the cost
   double gamma = 1.0;
   bool smooth = false;
   double smoothing = 0.0;

@@ -1,6 +1,6 @@
 // pybind11 module s2dtw._cpu: the CPU kernels, called with raw pointers.
-#include "../cpu/s2dtw_cpu.h"
 #include <algorithm>
+#include "../cpu/s2dtw_cpu.h"
 
 #include "problem_args.h"
 
@@ -42,16 +42,15 @@ bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "s2dtw CPU kernels (pointers in, no torch)";
   m.attr("openmp") = s2dtw::cpu::has_openmp();
-  m.def("best_simd_level", [] { return std::string(s2dtw::cpu::simd_name(s2dtw::cpu::simd_level())); },
-        "The best instruction set this CPU has: 'avx512', 'avx2' or 'scalar' (a call runs at most at "
-        "its Problem's max_simd: s2dtw.backends()['simd'] is the level after $S2DTW_SIMD).");
+  m.def(
+      "best_simd_level", [] { return std::string(s2dtw::cpu::simd_name(s2dtw::cpu::simd_level())); },
+      "The best instruction set this CPU has: 'avx512', 'avx2' or 'scalar' (a call runs at most at "
+      "its Problem's max_simd: s2dtw.backends()['simd'] is the level after $S2DTW_SIMD).");
   m.def("check_math", &check_math, "Vector exp/log at a SIMD level on n values (tests); false if absent.",
-        py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"),
-        py::arg("dtype") = "float64");
+        py::arg("level"), py::arg("x"), py::arg("exp_x"), py::arg("log_x"), py::arg("n"), py::arg("dtype") = "float64");
   m.def("workspace_bytes", &s2dtw::cpu::cached_workspace_bytes,
         "Bytes of workspace the kernels keep cached between calls, over all threads (at most 256 MiB).");
-  m.def("run", &run,
-        "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
+  m.def("run", &run, "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
         py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("num_threads"),
         py::arg("problem"));
 }

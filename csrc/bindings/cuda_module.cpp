@@ -34,8 +34,8 @@ void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t gr
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "s2dtw CUDA kernels (device pointers and a stream in, no torch)";
-  m.def("workspace_bytes", &workspace_bytes, "Scratch bytes that run() needs.", py::arg("dtype"),
-        py::arg("with_grad"), py::arg("problem"));
+  m.def("workspace_bytes", &workspace_bytes, "Scratch bytes that run() needs.", py::arg("dtype"), py::arg("with_grad"),
+        py::arg("problem"));
   m.def("run", &run, "Launch forward (and backward when grad != 0) on `stream`; returns without syncing.",
         py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("workspace"),
         py::arg("workspace_size"), py::arg("stream"), py::arg("problem"));

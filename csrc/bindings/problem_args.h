@@ -38,7 +38,8 @@ inline void check(bool ok, const std::string& what) {
 // A switch's value, checked to lie in [lo, hi] before it is narrowed to an int.
 inline int switch_attr(const py::handle& switches, const char* name, int lo, int hi) {
   const int64_t v = int_attr(switches, name);
-  check(v >= lo && v <= hi, std::string(name) + " must lie in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  check(v >= lo && v <= hi,
+        std::string(name) + " must lie in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return int(v);
 }
 

@@ -10,8 +10,6 @@
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {
 
-constexpr double kLn3 = 1.0986122886681098;
-
 // Buffers laid out [cell][lane]: the cost in the input dtype (widened to float64 as it
 // is loaded), the smoothed cost, d value / d D and the gradient through the smoothing
 // in float64, d value / d C without smoothing in the input dtype; the tape

@@ -109,7 +109,6 @@ inline Vec select(const Mask& m, const Vec& a, const Vec& b) {
   S2DTW_EACH r.v[g] = m.v[g] ? a.v[g] : b.v[g];
   return r;
 }
-inline Vec vmin(const Vec& a, const Vec& b) { return select(less(b, a), b, a); }
 inline Vec vmax(const Vec& a, const Vec& b) { return select(less(a, b), b, a); }
 
 // kLanes float lanes in kGroup / 2 full registers, lane order as Vec's.

@@ -137,14 +137,6 @@ inline void store_range(T* p, int64_t a, int64_t b, V v) {
 inline __m256 zero_outside(__m256 v, int64_t b) { return _mm256_and_ps(v, _mm256_castsi256_ps(prefix_mask32(b))); }
 inline __m256d zero_outside(__m256d v, int64_t b) { return _mm256_and_pd(v, _mm256_castsi256_pd(prefix_mask64(b))); }
 
-inline void store8d(double* p, __m256 x) {
-#if S2DTW_NATIVE_DOUBLES == 8
-  _mm512_storeu_pd(p, _mm512_cvtps_pd(x));
-#else
-  _mm256_storeu_pd(p, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
-  _mm256_storeu_pd(p + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
-#endif
-}
 inline __m256 load8d(const double* p) {
 #if S2DTW_NATIVE_DOUBLES == 8
   return _mm512_cvtpd_ps(_mm512_loadu_pd(p));

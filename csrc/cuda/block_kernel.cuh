@@ -72,9 +72,9 @@ struct BlockPair {
     // strip (q0 - 1 < lo(top) <= their lo), and row top reads R[p, q0] from the buffer.
     const int q0 = max(s_first - t, 0);
     double diag = q0 == 0 ? (p == 0 ? 0.0 : inf) : (t == 0 && within(above, q0 - 1)) ? rowbuf[q0] : inf;  // R[p, q]
-    double left = inf;                                                                                      // R[p+1, q]
+    double left = inf;                                                                                    // R[p+1, q]
     double w_cell = active && within(band, q0) ? grid_acc<M, Scalar>(pb, cv, p, q0, k) : 0.0;  // W[p, q], a step ahead
-    int srow = s_first % Q;  // s mod Q
+    int srow = s_first % Q;                                                                    // s mod Q
     // Before anyone writes the row buffer: with 2 rows, the last thread's first cell
     // (top + 1, q0 - 1) goes to rowbuf[q0], which thread 0 has just read.
     __syncthreads();
@@ -197,9 +197,20 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int64_t width = band_width(pb, P, Q);
   if constexpr (kGrad)
     if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, t, T);
-  const BlockPair<Scalar, kGrad> pair{pb, k, {cost + offset, pb.stride_i, pb.stride_j}, g, value, b, width,
-                                      scratch + b * scratch_stride, kGrad ? tape + b * tape_stride : nullptr,
-                                      smem, P, Q, t, T};
+  const BlockPair<Scalar, kGrad> pair{pb,
+                                      k,
+                                      {cost + offset, pb.stride_i, pb.stride_j},
+                                      g,
+                                      value,
+                                      b,
+                                      width,
+                                      scratch + b * scratch_stride,
+                                      kGrad ? tape + b * tape_stride : nullptr,
+                                      smem,
+                                      P,
+                                      Q,
+                                      t,
+                                      T};
   for (int top = 0; top < P; top += T) pair.forward_strip(top);
   if constexpr (kGrad) pair.backward();
 }

@@ -33,11 +33,13 @@ struct Consts {
   Scale<float> gamma_f, smooth_f;
   template <typename M>
   __device__ __forceinline__ const Scale<M>& gamma() const {
-    if constexpr (std::is_same_v<M, double>) return gamma_d; else return gamma_f;
+    if constexpr (std::is_same_v<M, double>) return gamma_d;
+    else return gamma_f;
   }
   template <typename M>
   __device__ __forceinline__ const Scale<M>& smooth() const {
-    if constexpr (std::is_same_v<M, double>) return smooth_d; else return smooth_f;
+    if constexpr (std::is_same_v<M, double>) return smooth_d;
+    else return smooth_f;
   }
 };
 
@@ -62,8 +64,14 @@ using MathOf = std::conditional_t<std::is_same_v<Scalar, double>, double, float>
 // Their arguments are small where it matters: 2^v with v <= 0 only carries weight for
 // small |v|, and the log's argument is in [1, 3]. The emulation uses libm's exp2f / log2f.
 #ifdef __CUDA_ARCH__
-__device__ __forceinline__ float exp_of(float v) { asm("ex2.approx.ftz.f32 %0, %0;" : "+f"(v)); return v; }
-__device__ __forceinline__ float log_of(float v) { asm("lg2.approx.ftz.f32 %0, %0;" : "+f"(v)); return v; }
+__device__ __forceinline__ float exp_of(float v) {
+  asm("ex2.approx.ftz.f32 %0, %0;" : "+f"(v));
+  return v;
+}
+__device__ __forceinline__ float log_of(float v) {
+  asm("lg2.approx.ftz.f32 %0, %0;" : "+f"(v));
+  return v;
+}
 #else
 __device__ __forceinline__ float exp_of(float v) { return exp2f(v); }
 __device__ __forceinline__ float log_of(float v) { return log2f(v); }
@@ -114,8 +122,8 @@ __device__ __forceinline__ double smoothed_acc(const Problem& pb, const CostView
 
 // W[p, q] (see grid_cell in s2dtw_cell.h) as float64.
 template <typename M, typename Scalar>
-__device__ __forceinline__ double grid_acc(const Problem& pb, const CostView<double, Scalar>& cv, int64_t p,
-                                           int64_t q, const Consts& k) {
+__device__ __forceinline__ double grid_acc(const Problem& pb, const CostView<double, Scalar>& cv, int64_t p, int64_t q,
+                                           const Consts& k) {
   if (!is_cost_cell(pb, p, q)) return pb.threshold;
   return smoothed_acc<M, Scalar>(pb, cv, cost_index(pb, p), cost_index(pb, q), k, static_cast<M*>(nullptr));
 }

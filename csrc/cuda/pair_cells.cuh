@@ -77,8 +77,8 @@ __device__ __forceinline__ Columns cost_columns(const Problem& pb, const Columns
 // threads `first`, `first + step`, ... of the caller sharing each cost row (the
 // backward writes the others).
 template <typename Scalar>
-__device__ void zero_off_band(const Problem& pb, Scalar* g, int64_t n, int64_t m, int64_t P, int64_t Q,
-                              int64_t width, int64_t first, int64_t step) {
+__device__ void zero_off_band(const Problem& pb, Scalar* g, int64_t n, int64_t m, int64_t P, int64_t Q, int64_t width,
+                              int64_t first, int64_t step) {
   for (int64_t i = 0; i < n; ++i) {
     const Columns js = cost_columns(pb, grad_columns(pb, P, Q, width, pb.weak ? 2 * i + 1 : i));
     const int64_t left_end = js.lo < m ? js.lo : m, right = js.hi + 1 > js.lo ? js.hi + 1 : js.lo;

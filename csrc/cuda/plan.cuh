@@ -45,8 +45,7 @@ Sizes sizes(const Problem& pb, bool with_grad) {
     throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
   const size_t np = size_t(pb.n_pairs);
   if (with_grad)
-    z.tape_bytes = align_up(checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))),
-                                        sizeof(Tape2<Scalar>)));
+    z.tape_bytes = align_up(checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), sizeof(Tape2<Scalar>)));
   // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m
   // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column).
   z.scratch_per_pair = with_grad ? 4 * z.Q : z.Q + 1;
@@ -88,8 +87,8 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bo
   for (int64_t p = 0; p < P; ++p) band_cells += double(columns(P, Q, width, p).hi - columns(P, Q, width, p).lo + 1);
   // Thread regime: one chain of band_cells cells per thread, 32 threads per warp.
   const double warps_per_sm = std::min(kThreadResident / 32.0, std::ceil(np / (32.0 * s)));
-  const double thread_est = std::ceil(np / (kThreadResident * s)) * band_cells * ins *
-                            std::max(kChain, warps_per_sm / 4.0);
+  const double thread_est =
+      std::ceil(np / (kThreadResident * s)) * band_cells * ins * std::max(kChain, warps_per_sm / 4.0);
   Plan best{true, 32};
   double best_est = -1;
   for (int T = 32; T <= kMaxStrip; T *= 2) {
@@ -102,8 +101,8 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bo
       steps += double(span + rows - 1);
       warp_cells += std::ceil(rows / 32.0) * (double(span) + 31.0);
     }
-    const double est = std::ceil(np / (per_sm * s)) *
-                       std::max(steps * (ins * kChain + kStepSync), per_sm * warp_cells * ins / 4.0);
+    const double est =
+        std::ceil(np / (per_sm * s)) * std::max(steps * (ins * kChain + kStepSync), per_sm * warp_cells * ins / 4.0);
     if (best_est < 0 || est < best_est) best_est = est, best.strip = T;
   }
   best.block_regime = !(thread_est < best_est);

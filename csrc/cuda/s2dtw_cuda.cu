@@ -25,20 +25,21 @@ namespace s2dtw::cuda {
 namespace {
 
 template <typename Scalar, bool kGrad>
-void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z, const Scalar* cost,
-            Scalar* value, Scalar* grad, Tape2<Scalar>* tape, double* scratch, cudaStream_t stream) {
+void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z, const Scalar* cost, Scalar* value,
+            Scalar* grad, Tape2<Scalar>* tape, double* scratch, cudaStream_t stream) {
   if (plan.block_regime) {
     if (pb.n_pairs > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 pairs");
     const int T = plan.strip;
     const size_t smem = kGrad ? 2 * size_t(T) * sizeof(Pub) : 2 * size_t(T) * sizeof(double);
     // The smallest __launch_bounds__ that fits the strip: more registers per thread.
-    auto kernel = T <= 256 ? block_kernel<Scalar, kGrad, 256>
-                  : T <= 512 ? block_kernel<Scalar, kGrad, 512> : block_kernel<Scalar, kGrad, kMaxStrip>;
+    auto kernel = T <= 256   ? block_kernel<Scalar, kGrad, 256>
+                  : T <= 512 ? block_kernel<Scalar, kGrad, 512>
+                             : block_kernel<Scalar, kGrad, kMaxStrip>;
     if (smem > 48 * 1024)
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "cudaFuncSetAttribute(block_kernel)");
-    S2DTW_LAUNCH(kernel, unsigned(pb.n_pairs), T, smem, stream, pb, k, cost, value, grad, scratch,
-                 z.scratch_per_pair, tape, z.P * z.Q);
+    S2DTW_LAUNCH(kernel, unsigned(pb.n_pairs), T, smem, stream, pb, k, cost, value, grad, scratch, z.scratch_per_pair,
+                 tape, z.P * z.Q);
     check(cudaGetLastError(), "launching block_kernel");
   } else {
     const int64_t blocks = (pb.n_pairs + kThreadBlock - 1) / kThreadBlock;
@@ -56,8 +57,8 @@ size_t workspace_bytes(const Problem& pb, bool with_grad) {
 }
 
 template <typename Scalar>
-void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, void* workspace,
-         size_t workspace_size, cudaStream_t stream) {
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, void* workspace, size_t workspace_size,
+         cudaStream_t stream) {
   const bool with_grad = grad != nullptr;
   const Sizes z = sizes<Scalar>(pb, with_grad);
   if (pb.n_pairs == 0) return;
@@ -72,10 +73,8 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, voi
   auto* scratch = reinterpret_cast<double*>(base + z.tape_bytes);
   const Consts k = consts_of(pb);
   const Plan plan = choose_plan(pb, z.P, z.Q, sm_count(), with_grad, std::is_same_v<Scalar, double>);
-  if (with_grad)
-    launch<Scalar, true>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
-  else
-    launch<Scalar, false>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
+  if (with_grad) launch<Scalar, true>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
+  else launch<Scalar, false>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
 }
 
 template size_t workspace_bytes<float>(const Problem&, bool);

@@ -17,7 +17,7 @@ size_t workspace_bytes(const Problem& pb, bool with_grad);
 // Writes value[b] for every pair and, when `grad` is not null, d value[b] / d cost
 // into `grad` (same layout as `cost`; cells outside a pair's lengths are zeroed).
 template <typename Scalar>
-void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, void* workspace,
-         size_t workspace_size, cudaStream_t stream);
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, void* workspace, size_t workspace_size,
+         cudaStream_t stream);
 
 }  // namespace s2dtw::cuda

@@ -88,7 +88,7 @@ struct ThreadPair {
     double left_prod = 0.0;  // E w_left of (p, q+1)
     double sd_next = 0.0;    // smoothing: G w_diag of (i+1, j+1)
     double s_left = 0.0;     // smoothing: G w_left of (i, j+1)
-    if (qhi + 1 < Q) {  // row p's value right of its visit is 0
+    if (qhi + 1 < Q) {       // row p's value right of its visit is 0
       ad_next = S(AD + qhi + 1);
       S(AU + qhi + 1) = S(AD + qhi + 1) = 0.0;
     }
@@ -135,8 +135,7 @@ struct ThreadPair {
 template <typename Scalar, bool kGrad>
 __global__ void __launch_bounds__(kThreadBlock)
     thread_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
-                  Scalar* __restrict__ grad, double* __restrict__ scratch, Tape2<Scalar>* __restrict__ tape,
-                  int Qpad) {
+                  Scalar* __restrict__ grad, double* __restrict__ scratch, Tape2<Scalar>* __restrict__ tape, int Qpad) {
   const int64_t NP = pb.n_pairs;
   const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (b >= NP) return;
