@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from ._cost import Metric
-from ._dispatch import Params
+from ._problem import Params
 from ._validation import Lengths, check_lengths, check_options, check_params
 from .functional import s2dtw
 
