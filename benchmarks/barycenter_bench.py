@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import s2dtw  # noqa: E402
-from s2dtw._dispatch import Params  # noqa: E402
+from s2dtw._problem import Params  # noqa: E402
 
 torch.set_num_threads(THREADS)
 bary = importlib.import_module("s2dtw.barycenter")  # the module (s2dtw.barycenter is the function)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import s2dtw
-from s2dtw._dispatch import Params
+from s2dtw._problem import Params
 from s2dtw.barycenter import lbfgs, resampled_mean, set_values, with_gradient
 
 barycenter_module = importlib.import_module("s2dtw.barycenter")  # s2dtw.barycenter is the function
