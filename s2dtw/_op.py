@@ -5,6 +5,10 @@ implementation and an autograd formula, so ``torch.compile`` traces through it w
 breaks. The kernel computes the gradient together with the value (it needs the forward's
 transition weights); backward only scales it. The op's schema holds tensors, ints and floats:
 `_to_op` and `_from_op` are the one conversion to and from the call's description (_problem.py).
+
+A plain eager call skips the op: `_Eager`, an autograd.Function with the same kernel call (`_forward`)
+and backward (`_scaled_grad`), costs about half the op's Python/dispatcher overhead per call (issue #14).
+`_eager` is the one choice between them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch
 
 from . import _dispatch
 from ._problem import Layout, Params, Problem
+from ._validation import compiling
 
 
 def _needs_grad(cost: torch.Tensor) -> bool:
@@ -22,6 +27,15 @@ def _needs_grad(cost: torch.Tensor) -> bool:
 def _to_op(layout: Layout, params: Params) -> tuple[torch.Tensor, torch.Tensor, list[int], list[float]]:
     """The op's arguments `pair_n, pair_m, layout, params` for a description."""
     return layout.pair_n, layout.pair_m, layout.ints(), params.floats()
+
+
+def _forward(cost: torch.Tensor, layout: Layout, params: Params, backend: str,
+             need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's values (n_pairs,) and d value / d cost (shaped like cost; empty unless need_grad)."""
+    problem = Problem(layout, params)
+    chosen = _dispatch.resolve_backend(cost.device, backend or None, problem.switches)
+    value, grad = _dispatch.run(chosen, cost, problem, need_grad)
+    return value, (grad if grad is not None else cost.new_empty(0))
 
 
 def _from_op(pair_n: torch.Tensor, pair_m: torch.Tensor, layout: list[int],
@@ -45,10 +59,7 @@ def align_op(
     `backend` "" picks the default; it is resolved here, at run time, as the switches are read
     (Problem), so that tracing never looks at which modules are installed or at the environment.
     """
-    problem = Problem(*_from_op(pair_n, pair_m, layout, params))
-    chosen = _dispatch.resolve_backend(cost.device, backend or None, problem.switches)
-    value, grad = _dispatch.run(chosen, cost, problem, need_grad)
-    return value, (grad if grad is not None else cost.new_empty(0))
+    return _forward(cost, *_from_op(pair_n, pair_m, layout, params), backend, need_grad)
 
 
 @align_op.register_fake
@@ -75,19 +86,59 @@ class _FirstOrderOnly(torch.autograd.Function):
                            "value, e.g. a gradient penalty or a Hessian-vector product) are not implemented")
 
 
+def _save(ctx, layout: Layout, grad: torch.Tensor) -> None:
+    ctx.layout = layout
+    ctx.save_for_backward(grad)
+
+
+def _scaled_grad(ctx, grad_value: torch.Tensor) -> torch.Tensor:
+    (grad,) = ctx.saved_tensors
+    return _FirstOrderOnly.apply(grad, grad_value, ctx.layout)
+
+
 def _setup_context(ctx, inputs, output):
-    ctx.layout, _ = _from_op(*inputs[1:5])
-    ctx.save_for_backward(output[1])
+    _save(ctx, _from_op(*inputs[1:5])[0], output[1])
 
 
 def _backward(ctx, grad_value, _grad_of_grad):
-    (grad,) = ctx.saved_tensors
-    return (_FirstOrderOnly.apply(grad, grad_value, ctx.layout),) + (None,) * 6
+    return (_scaled_grad(ctx, grad_value),) + (None,) * 6
 
 
 align_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _Eager(torch.autograd.Function):
+    """The op's forward and backward without the op's dispatch: for plain eager calls only (`_eager`)."""
+
+    @staticmethod
+    def forward(ctx, cost: torch.Tensor, layout: Layout, params: Params, backend: str,
+                need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # grad is an output, as the op's is: saved as one, it comes back in a create_graph=True backward
+        # with this node as its grad_fn, so _FirstOrderOnly records the node that refuses a second order.
+        value, grad = _forward(cost, layout, params, backend, need_grad)
+        _save(ctx, layout, grad)
+        return value, grad
+
+    @staticmethod
+    def backward(ctx, grad_value, _grad_of_grad):
+        return _scaled_grad(ctx, grad_value), None, None, None, None
+
+
+def _eager(cost: torch.Tensor) -> bool:
+    """Whether the call may skip the op: eager, on a plain tensor, under no dispatch mode.
+
+    torch.compile / torch.export trace the op (its fake kernel and schema), and so do FakeTensorMode and
+    the other dispatch modes and tensor subclasses (a Function would hand their data pointers to the kernel).
+    torch.func transforms, forward-mode AD and torch.jit.trace are refused before this, by
+    _validation._check_transforms.
+    """
+    return (not compiling() and torch._C._len_torch_dispatch_stack() == 0
+            and not torch._C._dispatch_keys(cost).has(torch._C.DispatchKey.Python))
+
+
 def align(cost: torch.Tensor, layout: Layout, params: Params, backend: str | None) -> torch.Tensor:
-    value, _ = align_op(cost, *_to_op(layout, params), backend or "", _needs_grad(cost))
+    if _eager(cost):
+        value, _ = _Eager.apply(cost, layout, params, backend or "", _needs_grad(cost))
+    else:
+        value, _ = align_op(cost, *_to_op(layout, params), backend or "", _needs_grad(cost))
     return value

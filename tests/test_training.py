@@ -174,6 +174,29 @@ def test_opcheck(cpu_backend):
     )
 
 
+def test_eager_calls_skip_the_op_with_the_same_values_gradients_and_errors(cpu_backend, monkeypatch):
+    from s2dtw import _op
+
+    cost = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)  # d loss / d value differs per pair
+
+    def value_and_grad():
+        value = s2dtw.s2dtw(cost=cost, x_lengths=[4, 2, 3], y_lengths=[5, 5, 1], backend=cpu_backend)
+        (grad,) = torch.autograd.grad(value @ weights, cost, create_graph=True)
+        return value, grad
+
+    eager_value, eager_grad = value_and_grad()
+    monkeypatch.setattr(_op, "_eager", lambda cost: False)
+    op_value, op_grad = value_and_grad()
+    assert type(eager_value.grad_fn).__name__ == "_EagerBackward"
+    assert "s2dtw_align" in type(op_value.grad_fn).__name__
+    torch.testing.assert_close(eager_value, op_value, rtol=0, atol=0)
+    torch.testing.assert_close(eager_grad, op_grad, rtol=0, atol=0)
+    for grad in (eager_grad, op_grad):
+        with pytest.raises(RuntimeError, match="second-order gradients .* are not implemented"):
+            grad.pow(2).sum().backward()
+
+
 def _compile_fullgraph(fn):
     """torch.compile(fn, fullgraph=True). Without a C++ compiler (a wheel user's machine) inductor cannot
     generate its CPU code, so the aot_eager backend runs instead: the same dynamo trace through the custom
