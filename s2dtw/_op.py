@@ -7,7 +7,7 @@ transition weights); backward only scales it. The op's schema holds tensors, int
 `_to_op` and `_from_op` are the one conversion to and from the call's description (_problem.py).
 
 A plain eager call skips the op: `_Eager`, an autograd.Function with the same kernel call (`_forward`)
-and backward (`_scaled_grad`), costs about half the op's Python/dispatcher overhead per call (issue #14).
+and backward (`_scaled_grad`), has less Python/dispatcher overhead per call than the op (issue #14).
 `_eager` is the one choice between them.
 """
 

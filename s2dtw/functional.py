@@ -159,7 +159,7 @@ def pairwise(
 
     Returns:
         (Bx, By) values. The cost of all pairs is ONE (Bx*N, By*M) GEMM that the kernels read
-        block by block: neither the inputs nor the cost are copied Bx*By times.
+        pair by pair, in place: neither the inputs nor the cost are copied Bx*By times.
     """
     params = check_params(gamma, smoothing, threshold, bandwidth)
     check_options(metric, normalize, backend)
@@ -169,7 +169,7 @@ def pairwise(
     y_len = check_lengths("y_lengths", y_lengths, by, m, x.device)
     check_band(params, x_len, y_len, all_pairs=True)
     compute = compute_dtype(x.dtype)
-    # A metric is per pair of rows, so one "batch" of all rows gives every block at once.
+    # A metric is per pair of rows, so one "batch" of all rows gives every pair's region at once.
     cost = cost_matrix(x.to(compute).reshape(1, bx * n, d), y.to(compute).reshape(1, by * m, d), metric).squeeze(0)
     cost = cost.to(compute)
     layout = Layout.all_pairs(cost, x_len, y_len)
