@@ -107,7 +107,8 @@ def main() -> None:
     parser.add_argument("new", type=Path, help="checkout with the changed build")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--write", action="store_true", help="also write benchmarks/results/builds_<date>.md")
+    parser.add_argument("--write", action="store_true",
+                        help="also write benchmarks/results/builds_<date>_<threads>t.md")
     args = parser.parse_args()
     table, results, loads = cases(), {"old": [], "new": []}, []
     for round_ in range(args.rounds):
@@ -119,7 +120,8 @@ def main() -> None:
     text = report(args.old.resolve(), args.new.resolve(), results, args.threads, loads)
     print(text)
     if args.write:
-        out = Path(__file__).resolve().parent / "results" / f"builds_{datetime.date.today():%Y-%m-%d}.md"
+        name = f"builds_{datetime.date.today():%Y-%m-%d}_{args.threads}t.md"
+        out = Path(__file__).resolve().parent / "results" / name
         out.write_text(text)
         print(f"wrote {out}", file=sys.stderr)
 
