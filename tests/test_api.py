@@ -145,6 +145,27 @@ def test_the_extension_checks_the_switches_it_is_handed(switches):
         _cpu.run("float64", cost.data_ptr(), value.data_ptr(), 0, 1, problem)
 
 
+@pytest.mark.skipif(not s2dtw.backends()["cpp"], reason="the C++ extension was not built")
+@pytest.mark.parametrize("lengths", ["int32", "strided", "short"])
+def test_the_extension_checks_the_lengths_it_is_handed(lengths):
+    """A description whose lengths the kernels would misread (any object with the fields) is refused."""
+    from types import SimpleNamespace
+
+    from s2dtw import _cpu
+    from s2dtw._problem import Layout, Params, Problem
+
+    cost, value = torch.rand(2, 3, 3, dtype=torch.float64), torch.empty(2, dtype=torch.float64)
+    good = Layout.batched(cost, torch.tensor([3, 3]), torch.tensor([3, 3]))
+    bad = {"int32": torch.tensor([3, 3], dtype=torch.int32), "strided": torch.tensor([3, 0, 3])[::2],
+           "short": torch.tensor([3])}[lengths]
+    layout = SimpleNamespace(**{f: getattr(good, f) for f in ("n_pairs", "pairs_per_x", "stride_x", "stride_y",
+                                                               "stride_i", "stride_j", "padded_n", "padded_m",
+                                                               "pair_n")}, pair_m=bad)
+    problem = SimpleNamespace(layout=layout, params=Params(1.0, None, None), switches=Problem(good, None).switches)
+    with pytest.raises(ValueError, match="pair_m must be a contiguous int64 tensor"):
+        _cpu.run("float64", cost.data_ptr(), value.data_ptr(), 0, 1, problem)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_cuda_device_without_cuda_backend_raises_instead_of_copying():
     with pytest.raises(RuntimeError, match="never copies to the CPU"):

@@ -26,13 +26,19 @@ inline void optional_attr(const py::handle& obj, const char* name, bool& given, 
   value = given ? v.cast<double>() : 0.0;
 }
 
-// The lengths arrive as tensors; the kernels get their data pointer (the extension never links torch).
-inline const int64_t* lengths_attr(const py::handle& layout, const char* name) {
-  return reinterpret_cast<const int64_t*>(layout.attr(name).attr("data_ptr")().cast<uintptr_t>());
-}
-
 inline void check(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument("s2dtw: invalid problem description: " + what);
+}
+
+// The lengths arrive as tensors; the kernels read n_pairs int64 from their data pointer (the extension never
+// links torch), so their dtype, count and contiguity are checked here (their device by the dispatch: the CUDA
+// emulation in tests/ runs the CUDA module on host tensors).
+inline const int64_t* lengths_attr(const py::handle& layout, const char* name, int64_t n_pairs) {
+  const py::object t = layout.attr(name);
+  check(py::str(t.attr("dtype")).cast<std::string>() == "torch.int64" && t.attr("numel")().cast<int64_t>() == n_pairs &&
+            t.attr("is_contiguous")().cast<bool>(),
+        std::string(name) + " must be a contiguous int64 tensor of n_pairs values");
+  return reinterpret_cast<const int64_t*>(t.attr("data_ptr")().cast<uintptr_t>());
 }
 
 // A switch's value, checked to lie in [lo, hi] before it is narrowed to an int.
@@ -54,8 +60,8 @@ inline Problem problem_from(const py::handle& call) {
   pb.stride_j = int_attr(layout, "stride_j");
   pb.padded_n = int_attr(layout, "padded_n");
   pb.padded_m = int_attr(layout, "padded_m");
-  pb.pair_n = lengths_attr(layout, "pair_n");
-  pb.pair_m = lengths_attr(layout, "pair_m");
+  pb.pair_n = lengths_attr(layout, "pair_n", pb.n_pairs);
+  pb.pair_m = lengths_attr(layout, "pair_m", pb.n_pairs);
   pb.gamma = params.attr("gamma").cast<double>();
   optional_attr(params, "smoothing", pb.smooth, pb.smoothing);
   optional_attr(params, "threshold", pb.weak, pb.threshold);
