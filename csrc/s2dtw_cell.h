@@ -42,6 +42,8 @@ struct Problem {
   double threshold = 0.0;
   bool banded = false;
   double bandwidth = 0.0;  // Sakoe-Chiba half-width, in sequence elements
+  bool open_begin = false;  // a path may start in any column of the first (cost) row
+  bool open_end = false;    // ... and end in any column of the last: value = softmin over that row
   // How to run it (pinned by tests and benchmarks, else chosen per call).
   int max_simd = 2;     // CPU: highest instruction set, a cpu::SimdLevel (0 scalar, 1 avx2, 2 avx512)
   int cuda_regime = 0;  // CUDA: 0 chosen by the cost model, 1 one thread per pair, 2 one block per pair
@@ -67,12 +69,19 @@ S2DTW_HD T lesser(T a, T b) {
 
 // softmin_g(a, b, c) = -g log(e^{-a/g} + e^{-b/g} + e^{-c/g}), shifted by the
 // minimum so it never overflows; +inf arguments drop out. When `weights` is
-// given it receives d softmin / d(a, b, c), which sum to one.
+// given it receives d softmin / d(a, b, c), which sum to one. g = 0 is the hard
+// minimum, its weights the one-hot of the FIRST minimal argument (the tie rule of
+// docs/semantics.md, Variants V1/V2: callers pass the arguments in the formula's order).
 template <typename T>
 S2DTW_HD T softmin3(T a, T b, T c, T gamma, T inv_gamma, T* weights) {
   const T lo = lesser(a, lesser(b, c));
-  if (lo == infinity<T>()) {
-    if (weights) weights[0] = weights[1] = weights[2] = T(0);
+  if (lo == infinity<T>() || gamma == T(0)) {
+    if (weights) {
+      const bool first = lo != infinity<T>() && a == lo, second = lo != infinity<T>() && !first && b == lo;
+      weights[0] = T(first);
+      weights[1] = T(second);
+      weights[2] = T(lo != infinity<T>() && !first && !second);
+    }
     return lo;
   }
   const T ea = std::exp((lo - a) * inv_gamma);

@@ -23,21 +23,29 @@ LN3 = math.log(3.0)  # softmin_s(0, 0, 0) = -s ln 3: the smoothing's value at th
 
 @dataclass(frozen=True)
 class Params:
-    """The alignment's hyper-parameters; ``None`` turns smoothing / the weak grid / the band off."""
+    """The alignment's hyper-parameters; ``None`` turns smoothing / the weak grid / the band off.
+
+    ``gamma=0`` / ``smoothing=0`` are the hard minima and ``open_begin`` / ``open_end`` the subsequence
+    alignment of docs/semantics.md, "Variants".
+    """
 
     gamma: float
     smoothing: float | None
     threshold: float | None
     bandwidth: float | None = None
+    open_begin: bool = False
+    open_end: bool = False
 
     def floats(self) -> list[float]:
-        """The fields in order, ``None`` as NaN (the custom op's schema has no optional list; the
-        validated values are never NaN)."""
+        """The fields in order, ``None`` as NaN and the flags as 0 / 1 (the custom op's schema has no optional
+        list; the validated values are never NaN)."""
         return [math.nan if v is None else float(v) for v in dataclasses.astuple(self)]
 
     @staticmethod
     def from_floats(values: list[float]) -> Params:
-        return Params(*(None if math.isnan(v) else v for v in values))
+        *numbers, open_begin, open_end = values
+        return Params(*(None if math.isnan(v) else v for v in numbers), open_begin=bool(open_begin),
+                      open_end=bool(open_end))
 
 
 @dataclass(frozen=True)

@@ -66,11 +66,14 @@ inline Problem problem_from(const py::handle& call) {
   optional_attr(params, "smoothing", pb.smooth, pb.smoothing);
   optional_attr(params, "threshold", pb.weak, pb.threshold);
   optional_attr(params, "bandwidth", pb.banded, pb.bandwidth);
+  pb.open_begin = params.attr("open_begin").cast<bool>();
+  pb.open_end = params.attr("open_end").cast<bool>();
   pb.max_simd = switch_attr(switches, "max_simd", 0, 2);  // a cpu::SimdLevel
   pb.cuda_regime = switch_attr(switches, "cuda_regime", 0, 2);
   pb.cuda_strip = switch_attr(switches, "cuda_strip", 0, kMaxCudaStrip);
   check(pb.n_pairs >= 0 && pb.pairs_per_x >= 1 && pb.padded_n >= 1 && pb.padded_m >= 1, "layout");
-  check(pb.gamma > 0 && (!pb.smooth || pb.smoothing > 0) && (!pb.banded || pb.bandwidth >= 0), "params");
+  check(pb.gamma >= 0 && (!pb.smooth || pb.smoothing >= 0) && (!pb.banded || pb.bandwidth >= 0), "params");
+  check(!(pb.banded && (pb.open_begin || pb.open_end)), "open_begin / open_end with a band");
   check(pb.cuda_strip % 32 == 0, "cuda_strip must be 0 or a multiple of 32");
   return pb;
 }
