@@ -30,10 +30,11 @@ struct Pub {
 // One pair of the block regime, as thread t of T sees it. `rowbuf` holds the forward's row
 // buffer (R of a strip's last row, for the next strip's first thread: R[top, q + 1] at
 // [q + 1]) and then the backward's column buffer (one Pub per column, from the first row of
-// the strip below). The tape holds, strip by strip, the cell (top + t, q) of a strip of
-// `rows` rows at [top * Q + ((q + t) mod Q) * rows + t], so that the cells of one step
-// (q + t = s) are contiguous (coalesced stores and loads).
-template <typename Scalar, bool kGrad>
+// the strip below), and an open end's seeds at [4 Q, 5 Q). The tape holds, strip by strip,
+// the cell (top + t, q) of a strip of `rows` rows at [top * Q + ((q + t) mod Q) * rows + t], so
+// that the cells of one step (q + t = s) are contiguous (coalesced stores and loads). kVariant:
+// as in ThreadPair.
+template <typename Scalar, bool kGrad, bool kVariant>
 struct BlockPair {
   using M = MathOf<Scalar>;
   const Problem& pb;
@@ -46,6 +47,7 @@ struct BlockPair {
   Tape2<Scalar>* tape;  // the pair's (kGrad)
   double* smem;         // forward: 2 T doubles; backward: 2 T Pubs
   int P, Q, t, T;
+  int row0;  // W's row of walked row 0 (walked_rows; 0 without kVariant)
 
   // Double buffers in shared memory, by the parity of the step s.
   __device__ __forceinline__ double* sbuf(int s) const { return (s & 1) ? smem + T : smem; }
@@ -62,7 +64,9 @@ struct BlockPair {
     const int rows = min(T, P - top);
     const int p = top + t;
     const bool active = t < rows;
-    const bool feeds_next = t == rows - 1 && top + rows < P;  // last row of a strip with one below
+    // The last row of a strip with one below (or, for an open end's softmin, of the last strip).
+    const bool feeds_next = t == rows - 1 && (top + rows < P || (kVariant && pb.open_end));
+    const bool open_row = kVariant && pb.open_begin && p == 0;  // entered from R's zero row, diagonally only
     const Span band = span(columns(P, Q, width, active ? p : 0));
     const Span above = p > 0 && active ? span(columns(P, Q, width, p - 1)) : Span{1, 0};
     const int s_first = int(columns(P, Q, width, top).lo);
@@ -73,8 +77,9 @@ struct BlockPair {
     const int q0 = max(s_first - t, 0);
     double diag = q0 == 0 ? (p == 0 ? 0.0 : inf) : (t == 0 && within(above, q0 - 1)) ? rowbuf[q0] : inf;  // R[p, q]
     double left = inf;                                                                                    // R[p+1, q]
-    double w_cell = active && within(band, q0) ? grid_acc<M, Scalar>(pb, cv, p, q0, k) : 0.0;  // W[p, q], a step ahead
-    int srow = s_first % Q;                                                                    // s mod Q
+    // W[p, q], a step ahead
+    double w_cell = active && within(band, q0) ? grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q0, k) : 0.0;
+    int srow = s_first % Q;  // s mod Q
     // Before anyone writes the row buffer: with 2 rows, the last thread's first cell
     // (top + 1, q0 - 1) goes to rowbuf[q0], which thread 0 has just read.
     __syncthreads();
@@ -86,19 +91,30 @@ struct BlockPair {
         M w[3] = {M(0), M(0), M(0)};
         double r = inf;  // outside the band: no path, zero weights
         if (within(band, q))
-          r = w_cell + softmin<M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
-        if (within(band, q + 1)) w_cell = grid_acc<M, Scalar>(pb, cv, p, q + 1, k);
+          r = w_cell + softmin<kVariant, M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
+        if (within(band, q + 1)) w_cell = grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q + 1, k);
         if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
         if (feeds_next) rowbuf[q + 1] = r;
-        if (p == P - 1 && q == Q - 1) value[b] = Scalar(r);
+        if (!(kVariant && pb.open_end) && p == P - 1 && q == Q - 1) value[b] = Scalar(r);
         sbuf(s)[t] = r;
-        diag = up;
+        diag = open_row ? 0.0 : up;
         left = r;
       }
       __syncthreads();
       if (++srow == Q) srow = 0;
     }
+  }
+
+  // An open end's value, from the last row's R that the last strip left in the row buffer; its
+  // weights seed the backward. Then a barrier: the strip's last thread reads them there.
+  __device__ __forceinline__ void open_end_value() const {
+    if (t == 0) {
+      double* seeds = rowbuf + 4 * int64_t(Q);
+      value[b] = Scalar(end_softmin([&](int q) { return rowbuf[q + 1]; }, Q, k.gamma<double>(), kGrad,
+                                    [&](int q) -> double& { return seeds[q]; }));
+    }
+    __syncthreads();
   }
 
   // Steps in reverse: thread t at step s does cell (top + t, s - t) and needs what thread
@@ -118,7 +134,8 @@ struct BlockPair {
       const int rows = min(T, P - top);
       const int p = top + t;
       const bool active = t < rows;
-      const bool cost_row = !pb.weak || (p & 1);
+      const int wp = row0 + p;  // W's row
+      const bool cost_row = !pb.weak || (wp & 1);
       const Span band = span(columns(P, Q, width, active ? p : 0));
       const Span below = active && p + 1 < P ? Span{int(columns(P, Q, width, p + 1).lo),
                                                     int(columns(P, Q, width, min(p + 1 + relay, P - 1)).hi)}
@@ -137,22 +154,22 @@ struct BlockPair {
           const double diag_prod = ad_next;
           ad_next = in.ad;
           const bool in_band = within(band, q);
-          const double e = (p == P - 1 && q == Q - 1) ? 1.0
-                           : !in_band                 ? 0.0  // outside the band, exactly
-                                                      : in.au + diag_prod + left_prod;
+          const bool corner = !(kVariant && pb.open_end) && p == P - 1 && q == Q - 1;
+          double e = corner ? 1.0 : !in_band ? 0.0 : in.au + diag_prod + left_prod;    // 0 outside the band, exactly
+          if (kVariant && pb.open_end && p == P - 1) e += rowbuf[4 * int64_t(Q) + q];  // the end softmin's weight
           const Tape2<Scalar> tw = in_band ? ts[int64_t(srow) * rows + t] : Tape2<Scalar>{Scalar(0), Scalar(0)};
           const double wd = double(tw.diag), wu = double(tw.up);
           Pub out{e * wu, e * wd, 0.0, 0.0};
           left_prod = e * fmax(1.0 - wd - wu, 0.0);
-          if (is_cost_cell(pb, p, q)) {
-            const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
+          if (is_cost_cell(pb, wp, q)) {
+            const int64_t i = cost_index(pb, wp), j = cost_index(pb, q);
             double dc = e;
             if (pb.smooth) {
               dc += s_left + in.su + sd_next;
               sd_next = in.sd;
               if (in_band) {
                 M w[3];
-                smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
+                smoothed_acc<kVariant, M, Scalar>(pb, cv, i, j, k, w);
                 out.su = e * double(w[1]);
                 out.sd = e * double(w[2]);
                 s_left = e * double(w[0]);
@@ -176,7 +193,7 @@ struct BlockPair {
   }
 };
 
-template <typename Scalar, bool kGrad, int kMaxThreads>
+template <typename Scalar, bool kGrad, bool kVariant, int kMaxThreads>
 __global__ void __launch_bounds__(kMaxThreads)
     block_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
                  Scalar* __restrict__ grad, double* scratch, int64_t scratch_stride, Tape2<Scalar>* tape,
@@ -186,7 +203,8 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int t = threadIdx.x, T = blockDim.x;
   int64_t n, m;
   const bool ok = pair_lengths(pb, b, n, m);
-  const int P = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
+  const Rows rows = kVariant ? walked_rows(pb, n) : Rows{0, int(grid_extent(pb, n))};
+  const int P = rows.count, Q = int(grid_extent(pb, m));
   const int64_t offset = pair_offset(pb, b);
   Scalar* g = kGrad ? grad + offset : nullptr;
   if constexpr (kGrad) zero_padding(pb, g, n, m, t, T);
@@ -197,21 +215,24 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int64_t width = band_width(pb, P, Q);
   if constexpr (kGrad)
     if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, t, T);
-  const BlockPair<Scalar, kGrad> pair{pb,
-                                      k,
-                                      {cost + offset, pb.stride_i, pb.stride_j},
-                                      g,
-                                      value,
-                                      b,
-                                      width,
-                                      scratch + b * scratch_stride,
-                                      kGrad ? tape + b * tape_stride : nullptr,
-                                      smem,
-                                      P,
-                                      Q,
-                                      t,
-                                      T};
+  const BlockPair<Scalar, kGrad, kVariant> pair{pb,
+                                                k,
+                                                {cost + offset, pb.stride_i, pb.stride_j},
+                                                g,
+                                                value,
+                                                b,
+                                                width,
+                                                scratch + b * scratch_stride,
+                                                kGrad ? tape + b * tape_stride : nullptr,
+                                                smem,
+                                                P,
+                                                Q,
+                                                t,
+                                                T,
+                                                rows.first};
   for (int top = 0; top < P; top += T) pair.forward_strip(top);
+  if constexpr (kVariant)
+    if (pb.open_end) pair.open_end_value();
   if constexpr (kGrad) pair.backward();
 }
 

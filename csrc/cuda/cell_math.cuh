@@ -21,9 +21,11 @@ struct alignas(2 * sizeof(Scalar)) Tape2 {
 // where x, y are the two arguments other than the minimum lo (whose own term is exactly 1).
 // float: E = 2^v, L = log2 (one MUFU instruction each), scale = log2(e) / g, back = g ln 2;
 // double: E = e^v, L = ln (as the C++ kernel), scale = 1 / g, back = g.
+// hard (g = 0): the minimum itself, no exp / log (and no 1 / g): only kernels built with kVariant read it.
 template <typename M>
 struct Scale {
   M scale, back;
+  bool hard;
 };
 
 // Constants of one call, pre-divided (a float64 division per cell is not free).
@@ -48,12 +50,19 @@ inline Consts consts_of(const Problem& pb) {
   constexpr double kLog2e = 1.4426950408889634, kLn2 = 0.6931471805599453;
   Consts k;
   k.smoothing = pb.smoothing;
-  const double inv_s = pb.smooth ? 1.0 / pb.smoothing : 0.0;
-  k.gamma_d = {1.0 / pb.gamma, pb.gamma};
-  k.smooth_d = {inv_s, pb.smoothing};
-  k.gamma_f = {float(kLog2e / pb.gamma), float(kLn2 * pb.gamma)};
-  k.smooth_f = {float(kLog2e * inv_s), float(kLn2 * pb.smoothing)};
+  const bool hard_gamma = pb.gamma == 0, hard_smooth = pb.smooth && pb.smoothing == 0;
+  const double inv_g = hard_gamma ? 0.0 : 1.0 / pb.gamma, inv_s = pb.smooth && !hard_smooth ? 1.0 / pb.smoothing : 0.0;
+  k.gamma_d = {inv_g, pb.gamma, hard_gamma};
+  k.smooth_d = {inv_s, pb.smoothing, hard_smooth};
+  k.gamma_f = {float(kLog2e * inv_g), float(kLn2 * pb.gamma), hard_gamma};
+  k.smooth_f = {float(kLog2e * inv_s), float(kLn2 * pb.smoothing), hard_smooth};
   return k;
+}
+
+// Whether a call needs the kernels built with kVariant (gamma = 0, smoothing = 0, open_begin, open_end:
+// docs/semantics.md, Variants); the others are compiled without a trace of them.
+inline bool is_variant(const Problem& pb) {
+  return pb.gamma == 0 || (pb.smooth && pb.smoothing == 0) || pb.open_begin || pb.open_end;
 }
 
 // The type exp/log run in: float for float32 inputs, double for float64.
@@ -82,8 +91,9 @@ __device__ __forceinline__ double log_of(double v) { return log(v); }
 // softmin of float64 arguments (+inf drops out), d softmin / d(a, b, c) into w (nullable)
 // in M. For float32 only the two shifted differences are rounded to float (the minimum's
 // is exactly 0), so the float rounding touches the O(g) correction, not lo. Ties: an exact
-// 0 difference gives 2^0 = 1 as well, the tied arguments share the weight.
-template <typename M>
+// 0 difference gives 2^0 = 1 as well, the tied arguments share the weight. kVariant && g.hard: the
+// minimum, its weights the one-hot of the FIRST minimal argument (callers pass the formula's order).
+template <bool kVariant, typename M>
 __device__ __forceinline__ double softmin(double a, double b, double c, const Scale<M>& g, M* w) {
   const double lo = lesser(a, lesser(b, c));
   if (lo == infinity<double>()) {
@@ -91,6 +101,10 @@ __device__ __forceinline__ double softmin(double a, double b, double c, const Sc
     return lo;
   }
   const bool a_min = a == lo, b_min = !a_min && b == lo;
+  if (kVariant && g.hard) {
+    if (w) w[0] = M(a_min), w[1] = M(b_min), w[2] = M(!a_min && !b_min);
+    return lo;
+  }
   const double x = a_min ? b : a, y = a_min || b_min ? c : b;  // the two others, in order
   const M ex = exp_of(M(lo - x) * g.scale), ey = exp_of(M(lo - y) * g.scale);
   const M sum = M(1) + ex + ey;
@@ -103,8 +117,9 @@ __device__ __forceinline__ double softmin(double a, double b, double c, const Sc
   return lo - double(g.back * log_of(sum));
 }
 
-// D[i, j] (see smoothed_cost in s2dtw_cell.h) as float64, with the softmin above.
-template <typename M, typename Scalar>
+// D[i, j] (see smoothed_cost in s2dtw_cell.h) as float64, with the softmin above (smoothing = 0:
+// D[0, 0] = C[0, 0] - 0 ln 3 = C[0, 0] exactly).
+template <bool kVariant, typename M, typename Scalar>
 __device__ __forceinline__ double smoothed_acc(const Problem& pb, const CostView<double, Scalar>& cv, int64_t i,
                                                int64_t j, const Consts& k, M* w) {
   const double c = cv(i, j);
@@ -117,15 +132,15 @@ __device__ __forceinline__ double smoothed_acc(const Problem& pb, const CostView
   const double left = j > 0 ? cv(i, j - 1) : inf;
   const double up = i > 0 ? cv(i - 1, j) : inf;
   const double diag = (i > 0 && j > 0) ? cv(i - 1, j - 1) : inf;
-  return c + softmin<M>(left, up, diag, k.smooth<M>(), w);
+  return c + softmin<kVariant, M>(left, up, diag, k.smooth<M>(), w);
 }
 
 // W[p, q] (see grid_cell in s2dtw_cell.h) as float64.
-template <typename M, typename Scalar>
+template <bool kVariant, typename M, typename Scalar>
 __device__ __forceinline__ double grid_acc(const Problem& pb, const CostView<double, Scalar>& cv, int64_t p, int64_t q,
                                            const Consts& k) {
   if (!is_cost_cell(pb, p, q)) return pb.threshold;
-  return smoothed_acc<M, Scalar>(pb, cv, cost_index(pb, p), cost_index(pb, q), k, static_cast<M*>(nullptr));
+  return smoothed_acc<kVariant, M, Scalar>(pb, cv, cost_index(pb, p), cost_index(pb, q), k, static_cast<M*>(nullptr));
 }
 
 }  // namespace

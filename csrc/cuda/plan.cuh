@@ -47,8 +47,9 @@ Sizes sizes(const Problem& pb, bool with_grad) {
   if (with_grad)
     z.tape_bytes = align_up(checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), sizeof(Tape2<Scalar>)));
   // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m
-  // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column).
-  z.scratch_per_pair = with_grad ? 4 * z.Q : z.Q + 1;
+  // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column); an open end's
+  // seeds (the last row's E) Q more with a gradient.
+  z.scratch_per_pair = with_grad ? (pb.open_end ? 5 : 4) * z.Q : z.Q + 1;
   z.scratch_bytes = align_up(checked_mul(checked_mul(np, size_t(z.scratch_per_pair)), sizeof(double)));
   z.total = z.tape_bytes + z.scratch_bytes + kAlign;  // slack to align the caller's pointer
   return z;

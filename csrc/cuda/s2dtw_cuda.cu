@@ -24,7 +24,7 @@
 namespace s2dtw::cuda {
 namespace {
 
-template <typename Scalar, bool kGrad>
+template <typename Scalar, bool kGrad, bool kVariant>
 void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z, const Scalar* cost, Scalar* value,
             Scalar* grad, Tape2<Scalar>* tape, double* scratch, cudaStream_t stream) {
   if (plan.block_regime) {
@@ -32,9 +32,9 @@ void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z
     const int T = plan.strip;
     const size_t smem = kGrad ? 2 * size_t(T) * sizeof(Pub) : 2 * size_t(T) * sizeof(double);
     // The smallest __launch_bounds__ that fits the strip: more registers per thread.
-    auto kernel = T <= 256   ? block_kernel<Scalar, kGrad, 256>
-                  : T <= 512 ? block_kernel<Scalar, kGrad, 512>
-                             : block_kernel<Scalar, kGrad, kMaxStrip>;
+    auto kernel = T <= 256   ? block_kernel<Scalar, kGrad, kVariant, 256>
+                  : T <= 512 ? block_kernel<Scalar, kGrad, kVariant, 512>
+                             : block_kernel<Scalar, kGrad, kVariant, kMaxStrip>;
     if (smem > 48 * 1024)
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "cudaFuncSetAttribute(block_kernel)");
@@ -43,7 +43,7 @@ void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z
     check(cudaGetLastError(), "launching block_kernel");
   } else {
     const int64_t blocks = (pb.n_pairs + kThreadBlock - 1) / kThreadBlock;
-    auto kernel = thread_kernel<Scalar, kGrad>;
+    auto kernel = thread_kernel<Scalar, kGrad, kVariant>;
     S2DTW_LAUNCH(kernel, unsigned(blocks), kThreadBlock, 0, stream, pb, k, cost, value, grad, scratch, tape, int(z.Q));
     check(cudaGetLastError(), "launching thread_kernel");
   }
@@ -64,7 +64,10 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, voi
   if (pb.n_pairs == 0) return;
   if (!cost || !value || !pb.pair_n || !pb.pair_m)
     throw std::invalid_argument("s2dtw (cuda): null cost, value, pair_n or pair_m pointer");
-  if (!(pb.gamma > 0)) throw std::invalid_argument("s2dtw (cuda): gamma must be > 0");
+  if (!(pb.gamma >= 0) || (pb.smooth && !(pb.smoothing >= 0)))
+    throw std::invalid_argument("s2dtw (cuda): gamma and smoothing must be >= 0");
+  if (pb.banded && (pb.open_begin || pb.open_end))  // the kernels' band assumes the closed grid
+    throw std::invalid_argument("s2dtw (cuda): open_begin / open_end cannot be combined with a band");
   if (workspace_size < z.total || workspace == nullptr)
     throw std::runtime_error("s2dtw (cuda): workspace too small: got " + std::to_string(workspace_size) +
                              " bytes, need " + std::to_string(z.total) + " (workspace_bytes)");
@@ -73,8 +76,10 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, voi
   auto* scratch = reinterpret_cast<double*>(base + z.tape_bytes);
   const Consts k = consts_of(pb);
   const Plan plan = choose_plan(pb, z.P, z.Q, sm_count(), with_grad, std::is_same_v<Scalar, double>);
-  if (with_grad) launch<Scalar, true>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
-  else launch<Scalar, false>(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
+  // The variants get their own instantiation, so that the default kernels carry none of their code.
+  auto go = is_variant(pb) ? (with_grad ? launch<Scalar, true, true> : launch<Scalar, false, true>)
+                           : (with_grad ? launch<Scalar, true, false> : launch<Scalar, false, false>);
+  go(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
 }
 
 template size_t workspace_bytes<float>(const Problem&, bool);

@@ -13,19 +13,12 @@ namespace {
 
 constexpr int kThreadBlock = 128;  // threads per block in the thread regime
 
-// Element idx of pair b at base[idx * n_pairs + b], so that a warp's 32 pairs touch one
-// contiguous run of 32 elements: every access is coalesced.
-template <typename T>
-struct Interleaved {
-  T* base;
-  int64_t n_pairs, b;
-  __device__ __forceinline__ T& operator()(int64_t idx) const { return base[idx * n_pairs + b]; }
-};
-
 // One pair of the thread regime. Its scratch S holds the forward's R row at [1, Q] and then
-// the backward's row buffers (see backward); its tape entry of cell (p, q) is at p * Qpad + q,
-// with Qpad the grid extent of the padded pair (the same layout for every pair).
-template <typename Scalar, bool kGrad>
+// the backward's row buffers (see backward), an open end's seeds at [4 Qpad, 5 Qpad); its tape entry
+// of cell (p, q) is at p * Qpad + q, with Qpad the grid extent of the padded pair (the same layout for
+// every pair). kVariant: the kernel also computes gamma = 0, smoothing = 0 and the open ends (their
+// runtime flags are uniform over the call); without it none of that is compiled in.
+template <typename Scalar, bool kGrad, bool kVariant>
 struct ThreadPair {
   using M = MathOf<Scalar>;
   const Problem& pb;
@@ -36,16 +29,21 @@ struct ThreadPair {
   Scalar* g;  // the pair's gradient (kGrad)
   int64_t m, width;
   int P, Q, Qpad;
+  int row0;  // W's row of walked row 0 (walked_rows; 0 without kVariant)
 
-  // R of the pair's last cell. Row p runs over its band [lo, hi] only. S(q + 1) holds R of
-  // cell (p - 1, q) for q >= lo(p - 1) - 1 (+inf outside the band); the cells left of that
-  // are stale but never read again, since the band's columns only move right.
+  __device__ __forceinline__ int64_t seeds() const { return 4 * int64_t(Qpad); }
+
+  // The pair's value: R of its last cell (or an open end's softmin over the last row). Row p
+  // runs over its band [lo, hi] only. S(q + 1) holds R of cell (p - 1, q) for q >= lo(p - 1) - 1
+  // (+inf outside the band); the cells left of that are stale but never read again, since the
+  // band's columns only move right.
   __device__ __forceinline__ double forward() const {
     const double inf = infinity<double>();
     for (int q = 1; q <= Q; ++q) S(q) = inf;  // R[0, q]
     for (int p = 0; p < P; ++p) {
       const Columns band = columns(P, Q, width, p);
       const int lo = int(band.lo), hi = int(band.hi);
+      const bool open_row = kVariant && pb.open_begin && p == 0;  // entered from R's zero row, diagonally only
       // R[p, lo] (R is 1-based here, R[p+1, q+1] is cell (p, q)), then cell (p, lo - 1) := +inf.
       double diag = lo == 0 ? (p == 0 ? 0.0 : inf) : S(lo);
       if (lo > 0) S(lo) = inf;
@@ -53,14 +51,17 @@ struct ThreadPair {
       for (int q = lo; q <= hi; ++q) {
         const double up = S(q + 1);
         M w[3] = {M(0), M(0), M(0)};
-        const double soft = softmin<M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
-        const double r = grid_acc<M, Scalar>(pb, cv, p, q, k) + soft;
+        const double soft = softmin<kVariant, M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
+        const double r = grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q, k) + soft;
         if constexpr (kGrad) tape(int64_t(p) * Qpad + q) = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         S(q + 1) = r;
-        diag = up;
+        diag = open_row ? 0.0 : up;
         left = r;
       }
     }
+    if (kVariant && pb.open_end)
+      return end_softmin([&](int q) { return S(q + 1); }, Q, k.gamma<double>(), kGrad,
+                         [&](int q) -> double& { return S(seeds() + q); });
     return S(Q);  // the last row's band always ends at the corner
   }
 
@@ -92,7 +93,8 @@ struct ThreadPair {
       ad_next = S(AD + qhi + 1);
       S(AU + qhi + 1) = S(AD + qhi + 1) = 0.0;
     }
-    if (pb.smooth && (!pb.weak || (p & 1))) {
+    const int wp = row0 + p;  // W's row
+    if (pb.smooth && (!pb.weak || (wp & 1))) {
       const int64_t l = cost_columns(pb, visit).hi + 1;
       if (l < m) {
         sd_next = S(SD + l);
@@ -104,21 +106,23 @@ struct ThreadPair {
       ad_next = S(AD + q);
       const bool in_band = within(band, q);
       // Outside the band E is 0 exactly (the sum would be 0 up to rounding of 1 - w_d - w_u).
-      const double e = (p == P - 1 && q == Q - 1) ? 1.0 : !in_band ? 0.0 : S(AU + q) + diag_prod + left_prod;
+      const bool corner = !(kVariant && pb.open_end) && p == P - 1 && q == Q - 1;
+      double e = corner ? 1.0 : !in_band ? 0.0 : S(AU + q) + diag_prod + left_prod;
+      if (kVariant && pb.open_end && p == P - 1) e += S(seeds() + q);  // the end softmin's weight
       const Tape2<Scalar> tw = in_band ? tape(int64_t(p) * Qpad + q) : Tape2<Scalar>{Scalar(0), Scalar(0)};
       const double wd = double(tw.diag), wu = double(tw.up);
       S(AU + q) = e * wu;
       S(AD + q) = e * wd;
       left_prod = e * fmax(1.0 - wd - wu, 0.0);
-      if (!is_cost_cell(pb, p, q)) continue;
-      const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
+      if (!is_cost_cell(pb, wp, q)) continue;
+      const int64_t i = cost_index(pb, wp), j = cost_index(pb, q);
       double dc = e;
       if (pb.smooth) {
         dc += s_left + S(SU + j) + sd_next;
         sd_next = S(SD + j);
         if (in_band) {
           M w[3];
-          smoothed_acc<M, Scalar>(pb, cv, i, j, k, w);
+          smoothed_acc<kVariant, M, Scalar>(pb, cv, i, j, k, w);
           S(SU + j) = e * double(w[1]);
           S(SD + j) = e * double(w[2]);
           s_left = e * double(w[0]);
@@ -132,7 +136,7 @@ struct ThreadPair {
   }
 };
 
-template <typename Scalar, bool kGrad>
+template <typename Scalar, bool kGrad, bool kVariant>
 __global__ void __launch_bounds__(kThreadBlock)
     thread_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
                   Scalar* __restrict__ grad, double* __restrict__ scratch, Tape2<Scalar>* __restrict__ tape, int Qpad) {
@@ -141,7 +145,8 @@ __global__ void __launch_bounds__(kThreadBlock)
   if (b >= NP) return;
   int64_t n, m;
   const bool ok = pair_lengths(pb, b, n, m);
-  const int P = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
+  const Rows rows = kVariant ? walked_rows(pb, n) : Rows{0, int(grid_extent(pb, n))};
+  const int P = rows.count, Q = int(grid_extent(pb, m));
   const int64_t offset = pair_offset(pb, b);
   Scalar* g = kGrad ? grad + offset : nullptr;
   if constexpr (kGrad) zero_padding(pb, g, n, m, 0, 1);
@@ -152,8 +157,9 @@ __global__ void __launch_bounds__(kThreadBlock)
   const int64_t width = band_width(pb, P, Q);
   if constexpr (kGrad)
     if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, 0, 1);
-  const ThreadPair<Scalar, kGrad> pair{
-      pb, k, {cost + offset, pb.stride_i, pb.stride_j}, {scratch, NP, b}, {tape, NP, b}, g, m, width, P, Q, Qpad};
+  const ThreadPair<Scalar, kGrad, kVariant> pair{
+      pb,   k,         {cost + offset, pb.stride_i, pb.stride_j}, {scratch, NP, b}, {tape, NP, b}, g, m, width, P, Q,
+      Qpad, rows.first};
   value[b] = Scalar(pair.forward());
   if constexpr (kGrad) pair.backward();
 }
