@@ -33,7 +33,8 @@ SMS, CLOCK, SCHEDULERS, MUFU_PER_CLK, HBM = 132, 1.98e9, 4, 16, 4.3e12
 REGS_PER_SM, MAX_THREADS_SM, MAX_BLOCKS_SM = 65536, 2048, 32
 CHAIN = 0.5 * 6.0  # cycles per instruction of a cell on the dependent chain: ~half of them, ~6 cycles each
 BARRIER = 40.0  # cycles of a __syncthreads + shared-memory hand-over per step (block regime)
-KERNEL = re.compile(r"(thread|block)_kernelI([df])Lb([01])E(?:Li(\d+)E)?")
+# <Scalar, kGrad, kVariant[, kMaxThreads]>; kVariant (gamma = 0, smoothing = 0, open ends) is optional for older sources
+KERNEL = re.compile(r"(thread|block)_kernelI([df])Lb([01])E(?:Lb([01])E)?(?:Li(\d+)E)?")
 
 
 @dataclass
@@ -61,7 +62,7 @@ def parse_ptxas(log: str) -> dict[tuple, Kernel]:
     kernels, key = {}, None
     for line in log.splitlines():
         if m := KERNEL.search(line):
-            key = (m[1], m[2], m[3] == "1", int(m[4] or 0))
+            key = (m[1], m[2], m[3] == "1", m[4] == "1", int(m[5] or 0))
             kernels[key] = Kernel(loops=[])
         elif key and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
             kernels[key].spill = int(m[1]) + int(m[2])
@@ -95,7 +96,7 @@ def parse_sass(text: str, kernels: dict[tuple, Kernel]) -> None:
                 marker = "BAR.SYNC" if key[0] == "block" else "MUFU.EX2" if key[1] == "f" else "DFMA"
                 kernels[key].loops = hot_loops(body, marker)
             m = KERNEL.search(line)
-            key, body = (m[1], m[2], m[3] == "1", int(m[4] or 0)) if m else None, []
+            key, body = (m[1], m[2], m[3] == "1", m[4] == "1", int(m[5] or 0)) if m else None, []
         elif m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([^;]+);", line):
             body.append((int(m[1], 16), m[2].strip()))
 
@@ -121,7 +122,8 @@ def predict(kernels: dict[tuple, Kernel], pairs: int, n: int, weak: bool, regime
     P = 2 * n + 1 if weak else n
     cells = pairs * P * P
     bound_t = 0 if regime == "thread" else min(b for b in (256, 512, 1024) if b >= threads)
-    fwd = kernels.get((regime, "f", True, bound_t)) or kernels[(regime, "f", True, 0)]  # one fused kernel
+    # one fused kernel; the default (not the variants') one
+    fwd = kernels.get((regime, "f", True, False, bound_t)) or kernels[(regime, "f", True, False, 0)]
     # The forward's cell loop comes first, the backward's last (thread<float, grad>: two copies of each).
     ins_f, mufu_f = fwd.loops[0]
     ins_b, mufu_b = fwd.loops[-1]
@@ -156,8 +158,9 @@ def fmt_time(s: float) -> str:
 
 def table(kernels: dict[tuple, Kernel]) -> str:
     rows = ["| kernel | registers | spill bytes | hot loops (static instructions, MUFU) |", "|---|---:|---:|---|"]
-    for (regime, dt, grad, bound), k in sorted(kernels.items()):
-        name = f"{regime}<{'double' if dt == 'd' else 'float'}, grad={int(grad)}{f', {bound}' if bound else ''}>"
+    for (regime, dt, grad, variant, bound), k in sorted(kernels.items()):
+        name = (f"{regime}<{'double' if dt == 'd' else 'float'}, grad={int(grad)}{', variant' if variant else ''}"
+                f"{f', {bound}' if bound else ''}>")
         rows.append(f"| {name} | {k.regs} | {k.spill} | {', '.join(f'{i} ({m})' for i, m in k.loops)} |")
     rows += ["", "| case (float32, fwd+bwd) | regime | regs | spills | resident threads/SM | instr/cell fwd + bwd "
              "| MUFU/cell | predicted | bound | % of MUFU/HBM floor |",

@@ -21,11 +21,13 @@ on the same problems, including strips much shorter than the grid.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import VARIANTS, public_entries
 
 import s2dtw
+from s2dtw import _reference
 from s2dtw._problem import Layout, Params, Problem
 
 pytestmark = pytest.mark.cuda
@@ -386,3 +388,84 @@ def test_cuda_graph_training_step(loss_name):
         torch.testing.assert_close(static_loss, expected, **F64)
         for p, q in zip(model.parameters(), eager_model.parameters(), strict=True):
             torch.testing.assert_close(p, q, **F64)
+
+
+# docs/semantics.md "Variants" (V1 gamma = 0, V2 smoothing = 0, V4 open_begin / open_end) against the NumPy
+# reference, as tests/test_cuda_emulation.py checks them under emulation. gamma = 0 runs on small integer costs
+# where the hard path is a matter of exact sums (no soft smoothing): there the results are bit-equal.
+OPEN = [(False, False), (True, False), (False, True), (True, True)]
+
+
+def variant_kwargs(variant: str, smoothing: str) -> dict:
+    kwargs = dict(VARIANTS[variant])
+    if smoothing == "hard":
+        if kwargs["smoothing"] is None:
+            pytest.skip("nothing to harden: the variant does not smooth")
+        kwargs["smoothing"] = 0.0
+    return kwargs
+
+
+def variant_cost(shape, gamma: float, smoothing: float | None, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if gamma == 0 and not smoothing:
+        return torch.randint(0, 4, shape, generator=gen).double()
+    return torch.randn(shape, generator=gen, dtype=torch.float64)
+
+
+def assert_matches_reference(value, grad, ref_value, ref_grad, dtype, exact):
+    if exact:
+        assert torch.equal(value, torch.as_tensor(ref_value).to(dtype).double()), "gamma = 0 on exact sums"
+        assert torch.equal(grad, torch.as_tensor(ref_grad)), "the path's indicator"
+        return
+    torch.testing.assert_close(value, torch.as_tensor(ref_value), **(F64 if dtype == torch.float64 else F32_VALUE))
+    torch.testing.assert_close(grad, torch.as_tensor(ref_grad), **(F64 if dtype == torch.float64 else F32_GRAD))
+
+
+@pytest.mark.parametrize("open_begin,open_end", OPEN, ids=["closed", "open_begin", "open_end", "open_both"])
+@pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
+@pytest.mark.parametrize("smoothing", ["own", "hard"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_variants_against_reference(regime, variant, smoothing, gamma, open_begin, open_end, dtype):
+    """Through the public API, variable lengths (a 1-row and a 1-column pair); the weak grid of the 21-row pair
+    has 43 rows (41..42 walked with open flags): in block-strip-32 its rows and its last row cross strips."""
+    kwargs = variant_kwargs(variant, smoothing)
+    cost = variant_cost((3, 21, 13), gamma, kwargs["smoothing"])
+    x_lengths, y_lengths = [21, 9, 1], [13, 1, 13]
+    flags = dict(open_begin=open_begin, open_end=open_end)
+    ref_value, ref_grad = _reference.align(cost.numpy(), np.array(x_lengths), np.array(y_lengths), gamma,
+                                           kwargs["smoothing"], kwargs["threshold"], **flags)
+    value, grad = value_grad(cost, "cuda", dtype, gamma=gamma, x_lengths=x_lengths, y_lengths=y_lengths, **flags,
+                             **kwargs)
+    assert_matches_reference(value, grad, ref_value, ref_grad, dtype, gamma == 0 and not kwargs["smoothing"])
+
+
+@pytest.mark.parametrize("open_begin,open_end", OPEN[1:], ids=["open_begin", "open_end", "open_both"])
+@pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
+def test_variants_long_pair(long_regime, gamma, open_begin, open_end):
+    """A pair of many strips (the reference on a plain 300 x 40 grid; 300 is no multiple of 96)."""
+    cost = variant_cost((1, 300, 40), gamma, None, seed=1)
+    flags = dict(open_begin=open_begin, open_end=open_end)
+    ref_value, ref_grad = _reference.align(cost.numpy(), np.array([300]), np.array([40]), gamma, None, None, **flags)
+    value, grad = value_grad(cost, "cuda", torch.float64, gamma=gamma, smoothing=None, threshold=None, **flags)
+    assert_matches_reference(value, grad, ref_value, ref_grad, torch.float64, gamma == 0)
+
+
+@pytest.mark.parametrize("open_begin,open_end", OPEN, ids=["closed", "open_begin", "open_end", "open_both"])
+@pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
+def test_variants_all_pairs_layout(regime, gamma, open_begin, open_end):
+    from s2dtw import _dispatch
+
+    bx, by, n, m = 3, 2, 7, 5
+    params = Params(gamma=gamma, smoothing=0.0 if gamma == 0 else 0.1, threshold=0.5, open_begin=open_begin,
+                    open_end=open_end)
+    cost = variant_cost((bx * n, by * m), gamma, params.smoothing, seed=9)
+    x_lengths, y_lengths = torch.tensor([7, 3, 1]), torch.tensor([5, 2])
+    layout = Layout.all_pairs(cost.cuda(), x_lengths.cuda(), y_lengths.cuda())
+    value, grad = _dispatch.run("cuda", cost.cuda(), Problem(layout, params), need_grad=True)
+    pairs = cost.view(bx, n, by, m).permute(0, 2, 1, 3).reshape(bx * by, n, m)  # pair b = x * by + y
+    ref_value, ref_grad = _reference.align(pairs.numpy(), layout.pair_n.cpu().numpy(), layout.pair_m.cpu().numpy(),
+                                           gamma, params.smoothing, params.threshold, open_begin=open_begin,
+                                           open_end=open_end)
+    ref_grad = torch.from_numpy(ref_grad).view(bx, by, n, m).permute(0, 2, 1, 3).reshape(bx * n, by * m)
+    assert_matches_reference(value.cpu(), grad.cpu(), ref_value, ref_grad, torch.float64, gamma == 0)

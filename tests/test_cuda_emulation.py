@@ -21,7 +21,7 @@ import torch
 from cuda_emulation import build
 from helpers import VARIANTS
 
-from s2dtw import _dispatch
+from s2dtw import _dispatch, _reference
 from s2dtw._problem import Layout, Params, Problem
 
 pytestmark = pytest.mark.cuda_emulation
@@ -240,3 +240,91 @@ def test_float32_accuracy_small_gamma(emulated, monkeypatch, variant):
     err = (g32.double() - g64).abs().max().item()
     assert err < 1e-3, f"{variant}: float32 gradient off by {err:.3g}"
     torch.testing.assert_close(v32.double(), v64, rtol=1e-6, atol=1e-3)
+
+
+# docs/semantics.md "Variants" (V1 gamma = 0, V2 smoothing = 0, V4 open_begin / open_end), against the NumPy
+# reference (the C++ kernel is not the oracle here: its open flags are another change).
+OPEN = {"closed": (False, False), "open_begin": (True, False), "open_end": (False, True), "open_both": (True, True)}
+# Each variant with its own smoothing and, where it smooths, with the hard one (smoothing = 0).
+SMOOTHINGS = [(v, s) for v in VARIANTS for s in ("own", "hard") if s == "own" or VARIANTS[v]["smoothing"]]
+
+
+def variant_params(variant: str, smoothing: str, gamma: float, open_: str) -> Params:
+    kwargs = dict(VARIANTS[variant], **({"smoothing": 0.0} if smoothing == "hard" else {}))
+    begin, end = OPEN[open_]
+    return Params(gamma=gamma, **kwargs, open_begin=begin, open_end=end)
+
+
+def variant_cost(shape, params: Params, dtype, seed=0) -> torch.Tensor:
+    """Small integer costs (full of ties, every sum exact) where the hard path is defined by exact sums, i.e.
+    gamma = 0 without a soft smoothing (docs/semantics.md, V1: the tie rule is tested on exact sums); else
+    continuous ones."""
+    gen = torch.Generator().manual_seed(seed)
+    if params.gamma == 0 and not params.smoothing:
+        return torch.randint(0, 4, shape, generator=gen).to(dtype)
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+
+
+def reference(cost: torch.Tensor, layout: Layout, params: Params):
+    """The NumPy oracle's values (n_pairs,) and gradient (shaped like cost), in either layout."""
+    flat = cost.double().reshape(-1)
+    value, grad = torch.empty(layout.n_pairs, dtype=torch.float64), torch.zeros_like(flat)
+    for b in range(layout.n_pairs):
+        n, m = int(layout.pair_n[b]), int(layout.pair_m[b])
+        cells = layout.offset(b) + torch.arange(n)[:, None] * layout.stride_i + torch.arange(m) * layout.stride_j
+        v, g = _reference.align_one(flat[cells].numpy(), params.gamma, params.smoothing, params.threshold,
+                                    open_begin=params.open_begin, open_end=params.open_end)
+        value[b], grad[cells] = v, torch.from_numpy(g)
+    return value, grad.view(cost.shape)
+
+
+def check_reference(module, cost, layout, params):
+    """The emulated kernel (value and gradient) against the reference; exactly equal on exact (integer) sums."""
+    value, grad = run_emulated(module, cost, layout, params, need_grad=True)
+    ref_value, ref_grad = reference(cost, layout, params)
+    exact = params.gamma == 0 and not params.smoothing  # the same sums in the same order: bit-equal R
+    value_tol, grad_tol = (dict(rtol=0, atol=0),) * 2 if exact else TOL[cost.dtype]
+    torch.testing.assert_close(value, ref_value.to(value.dtype), **value_tol)
+    torch.testing.assert_close(grad.double(), ref_grad, **grad_tol)
+    assert (run_emulated(module, cost, layout, params, need_grad=False)[0] == value).all(), "value alone differs"
+
+
+@pytest.mark.parametrize("open_", list(OPEN))
+@pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
+@pytest.mark.parametrize("variant,smoothing", SMOOTHINGS, ids=[f"{v}-{s}" for v, s in SMOOTHINGS])
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_variants_against_reference(emulated, monkeypatch, regime, strip, variant, smoothing, gamma, open_):
+    """Both dtypes, variable lengths (a 1-row pair, a 1-column one); the 17-row pair's weak grid has 35 rows
+    (33..34 walked with open flags), so in block-32 its rows and its open end's last row cross strips."""
+    set_regime(monkeypatch, regime, strip)
+    params = variant_params(variant, smoothing, gamma, open_)
+    for dtype in (torch.float64, torch.float32):
+        cost = variant_cost((3, 17, 6), params, dtype)
+        check_reference(emulated, cost, Layout.batched(cost, torch.tensor([17, 5, 1]), torch.tensor([6, 1, 3])),
+                        params)
+
+
+@pytest.mark.parametrize("open_", ["open_begin", "open_end", "open_both"])
+@pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
+@pytest.mark.parametrize("strip,variant,smoothing,shape,x_lengths", [
+    (32, "soft-dtw", "own", (2, 40, 5), [40, 33]),  # 40 = 32 + 8 rows, 33 = 32 + 1: the last row alone in a strip
+    (32, "s2dtw", "hard", (2, 17, 4), [17, 16]),  # weak: 33..35 rows walked, and 31..33
+    (64, "smoothing only", "own", (1, 70, 3), [70]),  # 64 + 6
+])
+def test_variant_strip_heights(emulated, monkeypatch, strip, variant, smoothing, shape, x_lengths, gamma, open_):
+    set_regime(monkeypatch, "block", strip)
+    params = variant_params(variant, smoothing, gamma, open_)
+    cost = variant_cost(shape, params, torch.float64, seed=strip)
+    check_reference(emulated, cost, Layout.batched(cost, torch.tensor(x_lengths), torch.full((shape[0],), shape[2])),
+                    params)
+
+
+@pytest.mark.parametrize("open_", list(OPEN))
+@pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_variant_all_pairs_layout(emulated, monkeypatch, regime, strip, gamma, open_):
+    set_regime(monkeypatch, regime, strip)
+    params = variant_params("s2dtw", "hard" if gamma == 0 else "own", gamma, open_)
+    for dtype in (torch.float64, torch.float32):
+        cost = variant_cost((3 * 7, 2 * 5), params, dtype, seed=9)
+        check_reference(emulated, cost, Layout.all_pairs(cost, torch.tensor([7, 3, 1]), torch.tensor([5, 2])), params)

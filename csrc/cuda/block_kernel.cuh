@@ -91,7 +91,8 @@ struct BlockPair {
         M w[3] = {M(0), M(0), M(0)};
         double r = inf;  // outside the band: no path, zero weights
         if (within(band, q))
-          r = w_cell + softmin<kVariant, M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
+          r = w_cell +
+              softmin<kVariant, M>(diag, up, left, k.gamma<M>(), k.hard_gamma, kGrad ? w : static_cast<M*>(nullptr));
         if (within(band, q + 1)) w_cell = grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q + 1, k);
         if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
@@ -111,7 +112,7 @@ struct BlockPair {
   __device__ __forceinline__ void open_end_value() const {
     if (t == 0) {
       double* seeds = rowbuf + 4 * int64_t(Q);
-      value[b] = Scalar(end_softmin([&](int q) { return rowbuf[q + 1]; }, Q, k.gamma<double>(), kGrad,
+      value[b] = Scalar(end_softmin([&](int q) { return rowbuf[q + 1]; }, Q, k.gamma<double>(), k.hard_gamma, kGrad,
                                     [&](int q) -> double& { return seeds[q]; }));
     }
     __syncthreads();

@@ -21,11 +21,9 @@ struct alignas(2 * sizeof(Scalar)) Tape2 {
 // where x, y are the two arguments other than the minimum lo (whose own term is exactly 1).
 // float: E = 2^v, L = log2 (one MUFU instruction each), scale = log2(e) / g, back = g ln 2;
 // double: E = e^v, L = ln (as the C++ kernel), scale = 1 / g, back = g.
-// hard (g = 0): the minimum itself, no exp / log (and no 1 / g): only kernels built with kVariant read it.
 template <typename M>
 struct Scale {
   M scale, back;
-  bool hard;
 };
 
 // Constants of one call, pre-divided (a float64 division per cell is not free).
@@ -33,6 +31,9 @@ struct Consts {
   double smoothing;
   Scale<double> gamma_d, smooth_d;
   Scale<float> gamma_f, smooth_f;
+  // gamma = 0 / smoothing = 0: that softmin is the minimum itself, no exp / log (and no 1 / 0). Only the
+  // kernels built with kVariant read them (last, so that the other fields keep their offsets).
+  bool hard_gamma, hard_smooth;
   template <typename M>
   __device__ __forceinline__ const Scale<M>& gamma() const {
     if constexpr (std::is_same_v<M, double>) return gamma_d;
@@ -50,12 +51,14 @@ inline Consts consts_of(const Problem& pb) {
   constexpr double kLog2e = 1.4426950408889634, kLn2 = 0.6931471805599453;
   Consts k;
   k.smoothing = pb.smoothing;
-  const bool hard_gamma = pb.gamma == 0, hard_smooth = pb.smooth && pb.smoothing == 0;
-  const double inv_g = hard_gamma ? 0.0 : 1.0 / pb.gamma, inv_s = pb.smooth && !hard_smooth ? 1.0 / pb.smoothing : 0.0;
-  k.gamma_d = {inv_g, pb.gamma, hard_gamma};
-  k.smooth_d = {inv_s, pb.smoothing, hard_smooth};
-  k.gamma_f = {float(kLog2e * inv_g), float(kLn2 * pb.gamma), hard_gamma};
-  k.smooth_f = {float(kLog2e * inv_s), float(kLn2 * pb.smoothing), hard_smooth};
+  k.hard_gamma = pb.gamma == 0;
+  k.hard_smooth = pb.smooth && pb.smoothing == 0;
+  const double inv_g = k.hard_gamma ? 0.0 : 1.0 / pb.gamma;
+  const double inv_s = pb.smooth && !k.hard_smooth ? 1.0 / pb.smoothing : 0.0;
+  k.gamma_d = {inv_g, pb.gamma};
+  k.smooth_d = {inv_s, pb.smoothing};
+  k.gamma_f = {float(kLog2e * inv_g), float(kLn2 * pb.gamma)};
+  k.smooth_f = {float(kLog2e * inv_s), float(kLn2 * pb.smoothing)};
   return k;
 }
 
@@ -91,17 +94,17 @@ __device__ __forceinline__ double log_of(double v) { return log(v); }
 // softmin of float64 arguments (+inf drops out), d softmin / d(a, b, c) into w (nullable)
 // in M. For float32 only the two shifted differences are rounded to float (the minimum's
 // is exactly 0), so the float rounding touches the O(g) correction, not lo. Ties: an exact
-// 0 difference gives 2^0 = 1 as well, the tied arguments share the weight. kVariant && g.hard: the
+// 0 difference gives 2^0 = 1 as well, the tied arguments share the weight. kVariant && hard: the
 // minimum, its weights the one-hot of the FIRST minimal argument (callers pass the formula's order).
 template <bool kVariant, typename M>
-__device__ __forceinline__ double softmin(double a, double b, double c, const Scale<M>& g, M* w) {
+__device__ __forceinline__ double softmin(double a, double b, double c, const Scale<M>& g, bool hard, M* w) {
   const double lo = lesser(a, lesser(b, c));
   if (lo == infinity<double>()) {
     if (w) w[0] = w[1] = w[2] = M(0);
     return lo;
   }
   const bool a_min = a == lo, b_min = !a_min && b == lo;
-  if (kVariant && g.hard) {
+  if (kVariant && hard) {
     if (w) w[0] = M(a_min), w[1] = M(b_min), w[2] = M(!a_min && !b_min);
     return lo;
   }
@@ -132,7 +135,7 @@ __device__ __forceinline__ double smoothed_acc(const Problem& pb, const CostView
   const double left = j > 0 ? cv(i, j - 1) : inf;
   const double up = i > 0 ? cv(i - 1, j) : inf;
   const double diag = (i > 0 && j > 0) ? cv(i - 1, j - 1) : inf;
-  return c + softmin<kVariant, M>(left, up, diag, k.smooth<M>(), w);
+  return c + softmin<kVariant, M>(left, up, diag, k.smooth<M>(), k.hard_smooth, w);
 }
 
 // W[p, q] (see grid_cell in s2dtw_cell.h) as float64.

@@ -51,7 +51,8 @@ struct ThreadPair {
       for (int q = lo; q <= hi; ++q) {
         const double up = S(q + 1);
         M w[3] = {M(0), M(0), M(0)};
-        const double soft = softmin<kVariant, M>(diag, up, left, k.gamma<M>(), kGrad ? w : static_cast<M*>(nullptr));
+        const double soft =
+            softmin<kVariant, M>(diag, up, left, k.gamma<M>(), k.hard_gamma, kGrad ? w : static_cast<M*>(nullptr));
         const double r = grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q, k) + soft;
         if constexpr (kGrad) tape(int64_t(p) * Qpad + q) = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         S(q + 1) = r;
@@ -60,7 +61,7 @@ struct ThreadPair {
       }
     }
     if (kVariant && pb.open_end)
-      return end_softmin([&](int q) { return S(q + 1); }, Q, k.gamma<double>(), kGrad,
+      return end_softmin([&](int q) { return S(q + 1); }, Q, k.gamma<double>(), k.hard_gamma, kGrad,
                          [&](int q) -> double& { return S(seeds() + q); });
     return S(Q);  // the last row's band always ends at the corner
   }
