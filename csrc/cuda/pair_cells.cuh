@@ -45,8 +45,8 @@ __device__ __forceinline__ Rows walked_rows(const Problem& pb, int64_t n) {
 // pair); with_seeds: its weights into seed(q), the backward's E on that row. g = 0: the first minimum (the
 // earliest end), one-hot. A row of +inf only: +inf and zero weights.
 template <typename Row, typename Seed>
-__device__ double end_softmin(const Row& row, int Q, const Scale<double>& g, bool hard, bool with_seeds,
-                              const Seed& seed) {
+__device__ __forceinline__ double end_softmin(const Row& row, int Q, const Scale<double>& g, bool hard, bool with_seeds,
+                                              const Seed& seed) {
   double lo = infinity<double>();
   int first = 0;
   for (int q = 0; q < Q; ++q)
