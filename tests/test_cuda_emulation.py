@@ -273,7 +273,7 @@ def reference(cost: torch.Tensor, layout: Layout, params: Params):
         n, m = int(layout.pair_n[b]), int(layout.pair_m[b])
         cells = layout.offset(b) + torch.arange(n)[:, None] * layout.stride_i + torch.arange(m) * layout.stride_j
         v, g = _reference.align_one(flat[cells].numpy(), params.gamma, params.smoothing, params.threshold,
-                                    open_begin=params.open_begin, open_end=params.open_end)
+                                    params.bandwidth, open_begin=params.open_begin, open_end=params.open_end)
         value[b], grad[cells] = v, torch.from_numpy(g)
     return value, grad.view(cost.shape)
 
@@ -328,3 +328,14 @@ def test_variant_all_pairs_layout(emulated, monkeypatch, regime, strip, gamma, o
     for dtype in (torch.float64, torch.float32):
         cost = variant_cost((3 * 7, 2 * 5), params, dtype, seed=9)
         check_reference(emulated, cost, Layout.all_pairs(cost, torch.tensor([7, 3, 1]), torch.tensor([5, 2])), params)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_variant_band(emulated, monkeypatch, regime, strip, gamma):
+    """The hard minima inside a band (closed: open ends refuse a band), where band-edge cells have +inf
+    predecessors."""
+    set_regime(monkeypatch, regime, strip)
+    params = Params(gamma=gamma, smoothing=0.0, threshold=0.5, bandwidth=1.0)
+    cost = variant_cost((2, 17, 12), params, torch.float64, seed=5)
+    check_reference(emulated, cost, Layout.batched(cost, torch.tensor([17, 9]), torch.tensor([12, 12])), params)
