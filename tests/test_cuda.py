@@ -21,6 +21,8 @@ on the same problems, including strips much shorter than the grid.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -421,6 +423,18 @@ def assert_matches_reference(value, grad, ref_value, ref_grad, dtype, exact):
     torch.testing.assert_close(grad, torch.as_tensor(ref_grad), **(F64 if dtype == torch.float64 else F32_GRAD))
 
 
+VARIANT_X_LENGTHS, VARIANT_Y_LENGTHS = [21, 9, 1], [13, 1, 13]
+
+
+@functools.cache
+def variant_reference(smoothing: float | None, threshold: float | None, gamma: float, open_begin: bool,
+                      open_end: bool):
+    """The cost of test_variants_against_reference and the reference's value and gradient (once for all regimes)."""
+    cost = variant_cost((3, 21, 13), gamma, smoothing)
+    return cost, *_reference.align(cost.numpy(), np.array(VARIANT_X_LENGTHS), np.array(VARIANT_Y_LENGTHS), gamma,
+                                   smoothing, threshold, open_begin=open_begin, open_end=open_end)
+
+
 @pytest.mark.parametrize("open_begin,open_end", OPEN, ids=["closed", "open_begin", "open_end", "open_both"])
 @pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
 @pytest.mark.parametrize("smoothing", ["own", "hard"])
@@ -430,13 +444,10 @@ def test_variants_against_reference(regime, variant, smoothing, gamma, open_begi
     """Through the public API, variable lengths (a 1-row and a 1-column pair); the weak grid of the 21-row pair
     has 43 rows (41..42 walked with open flags): in block-strip-32 its rows and its last row cross strips."""
     kwargs = variant_kwargs(variant, smoothing)
-    cost = variant_cost((3, 21, 13), gamma, kwargs["smoothing"])
-    x_lengths, y_lengths = [21, 9, 1], [13, 1, 13]
     flags = dict(open_begin=open_begin, open_end=open_end)
-    ref_value, ref_grad = _reference.align(cost.numpy(), np.array(x_lengths), np.array(y_lengths), gamma,
-                                           kwargs["smoothing"], kwargs["threshold"], **flags)
-    value, grad = value_grad(cost, "cuda", dtype, gamma=gamma, x_lengths=x_lengths, y_lengths=y_lengths, **flags,
-                             **kwargs)
+    cost, ref_value, ref_grad = variant_reference(kwargs["smoothing"], kwargs["threshold"], gamma, **flags)
+    value, grad = value_grad(cost, "cuda", dtype, gamma=gamma, x_lengths=VARIANT_X_LENGTHS,
+                             y_lengths=VARIANT_Y_LENGTHS, **flags, **kwargs)
     assert_matches_reference(value, grad, ref_value, ref_grad, dtype, gamma == 0 and not kwargs["smoothing"])
 
 
