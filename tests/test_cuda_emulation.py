@@ -308,7 +308,7 @@ def test_variants_against_reference(emulated, monkeypatch, regime, strip, varian
 @pytest.mark.parametrize("gamma", [0.0, 0.3], ids=["hard", "soft"])
 @pytest.mark.parametrize("strip,variant,smoothing,shape,x_lengths", [
     (32, "soft-dtw", "own", (2, 40, 5), [40, 33]),  # 40 = 32 + 8 rows, 33 = 32 + 1: the last row alone in a strip
-    (32, "s2dtw", "hard", (2, 17, 4), [17, 16]),  # weak: 33..35 rows walked, and 31..33
+    (32, "s2dtw", "hard", (2, 17, 4), [17, 16]),  # weak: 33..34 rows walked (n = 17), 31..32 (n = 16)
     (64, "smoothing only", "own", (1, 70, 3), [70]),  # 64 + 6
 ])
 def test_variant_strip_heights(emulated, monkeypatch, strip, variant, smoothing, shape, x_lengths, gamma, open_):
