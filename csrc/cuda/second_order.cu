@@ -1,0 +1,88 @@
+// s2dtw's CUDA module, second translation unit: hvp(), the Hessian-vector products of every
+// pair's value w.r.t. its cost (docs/semantics.md, "Second order"); the kernel is second_order.cuh.
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "s2dtw_cuda.h"
+#include "second_order.cuh"
+
+namespace s2dtw::cuda {
+namespace {
+
+constexpr size_t kHvpAlign = 256;
+
+int64_t checked(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw std::runtime_error("s2dtw (cuda): problem too large (size overflow)");
+  return r;
+}
+
+// The per-pair scratch of a padded pair, every piece of it float64 (the tape included, for both
+// dtypes: the curvature terms are differences of tangents, which a float32 tape would round).
+HvpLayout hvp_layout(const Problem& pb) {
+  if (pb.n_pairs < 0 || pb.padded_n < 1 || pb.padded_m < 1)
+    throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty padded pairs)");
+  const int64_t P = grid_extent(pb, pb.padded_n), Q = grid_extent(pb, pb.padded_m);
+  if (P > INT_MAX / 2 || Q > INT_MAX / 2)
+    throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
+  HvpLayout L;
+  const int64_t row = Q + 1, cells = checked(P, Q), costs = checked(pb.padded_n, pb.padded_m);
+  L.r = 0;
+  L.dot_r = L.r + 2 * row;
+  L.tape = L.dot_r + checked(P + 1, row);
+  L.e = L.tape + checked(3, cells);
+  L.dot_e = L.e + 2 * row;
+  L.g = L.dot_e + 2 * row;
+  L.dot_g = L.g + costs;
+  L.per_pair = L.dot_g + costs;
+  return L;
+}
+
+size_t hvp_total(const Problem& pb, const HvpLayout& L) {
+  return size_t(checked(checked(pb.n_pairs, L.per_pair), sizeof(double))) + kHvpAlign;  // slack to align
+}
+
+}  // namespace
+
+template <typename Scalar>
+size_t hvp_workspace_bytes(const Problem& pb) {
+  return hvp_total(pb, hvp_layout(pb));
+}
+
+template <typename Scalar>
+void hvp(const Problem& pb, const Scalar* cost, const Scalar* direction, Scalar* out, void* workspace,
+         size_t workspace_size, cudaStream_t stream) {
+  const HvpLayout L = hvp_layout(pb);
+  const size_t total = hvp_total(pb, L);
+  if (!(pb.gamma > 0) || (pb.smooth && !(pb.smoothing > 0)))
+    throw std::invalid_argument(
+        "s2dtw (cuda): second order needs gamma > 0 and smoothing > 0 (the hard forms are piecewise linear)");
+  if (pb.banded && (pb.open_begin || pb.open_end))
+    throw std::invalid_argument("s2dtw (cuda): open_begin / open_end with a band");
+  if (pb.n_pairs == 0) return;
+  if (!cost || !direction || !out || !pb.pair_n || !pb.pair_m)
+    throw std::invalid_argument("s2dtw (cuda): null cost, direction, out, pair_n or pair_m pointer");
+  if (workspace_size < total || workspace == nullptr)
+    throw std::runtime_error("s2dtw (cuda): workspace too small: got " + std::to_string(workspace_size) +
+                             " bytes, need " + std::to_string(total) + " (hvp_workspace_bytes)");
+  const uintptr_t raw = reinterpret_cast<uintptr_t>(workspace);
+  auto* scratch = reinterpret_cast<double*>((raw + kHvpAlign - 1) / kHvpAlign * kHvpAlign);
+  const int64_t blocks = (pb.n_pairs + kHvpBlock - 1) / kHvpBlock;
+  if (blocks > INT_MAX) throw std::runtime_error("s2dtw (cuda): too many pairs");
+  auto kernel = hvp_kernel<Scalar>;
+  S2DTW_LAUNCH(kernel, unsigned(blocks), kHvpBlock, 0, stream, pb, L, cost, direction, out, scratch);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("s2dtw (cuda): launching hvp_kernel: ") + cudaGetErrorString(err));
+}
+
+template size_t hvp_workspace_bytes<float>(const Problem&);
+template size_t hvp_workspace_bytes<double>(const Problem&);
+template void hvp<float>(const Problem&, const float*, const float*, float*, void*, size_t, cudaStream_t);
+template void hvp<double>(const Problem&, const double*, const double*, double*, void*, size_t, cudaStream_t);
+
+}  // namespace s2dtw::cuda
