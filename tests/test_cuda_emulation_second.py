@@ -131,6 +131,14 @@ def test_open_float32(emulated):
     check(emulated, cost, direction, layout, params, 1e-4)
 
 
+def test_many_pairs(emulated):
+    """70 pairs: two thread blocks of 64, the last part-full (the scratch is interleaved across pairs)."""
+    gen = torch.Generator().manual_seed(6)
+    lengths = torch.randint(1, 5, (2, 70), generator=gen)
+    cost, direction, layout = batched((70, 4, 4), lengths[0].tolist(), lengths[1].tolist(), seed=6)
+    check(emulated, cost, direction, layout, Params(gamma=0.2, smoothing=0.1, threshold=0.5), 1e-9)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_all_pairs_layout(emulated, dtype):
     bx, by, n, m = 2, 3, 5, 4

@@ -16,8 +16,9 @@ namespace {
 
 constexpr int kHvpBlock = 64;  // threads (pairs) per block
 
-// Where one pair's float64 scratch keeps what (offsets in doubles from the pair's slice; sized for
-// the padded pair, indexed with the pair's own extents, which are smaller or equal).
+// Where one pair's float64 scratch keeps what: element k of pair b is scratch[k * n_pairs + b], so that a
+// warp's 32 pairs touch one contiguous run (coalesced). Sized for the padded pair, indexed with the
+// pair's own extents (smaller or equal).
 struct HvpLayout {
   int64_t r = 0;         // R, two rolling rows of Q + 1
   int64_t dot_r = 0;     // dot R, the whole (P + 1) x (Q + 1) table (the backward reads every cell's)
@@ -37,17 +38,20 @@ struct HvpPair {
   const Problem& pb;
   const HvpLayout& L;
   CostView<double, Scalar> c, z;  // the pair's cost C and direction Z
-  double* s;                      // the pair's scratch
+  double* s;                      // the pair's scratch: element k at s[k * stride]
+  int64_t stride;                 // n_pairs
   int64_t n, m, width;            // lengths; the band's width on the full grid
   int P, Q, top, full_rows;       // walked rows, columns, first walked grid row, rows of the full grid
 
-  __device__ double& R(int p, int q) const { return s[L.r + (p & 1) * int64_t(Q + 1) + q]; }
-  __device__ double& dot_R(int p, int q) const { return s[L.dot_r + int64_t(p) * (Q + 1) + q]; }
-  __device__ double* pi(int p, int q) const { return s + L.tape + 3 * (int64_t(p - 1) * Q + (q - 1)); }
-  __device__ double& E(int p, int q) const { return s[L.e + (p & 1) * int64_t(Q + 1) + q]; }
-  __device__ double& dot_E(int p, int q) const { return s[L.dot_e + (p & 1) * int64_t(Q + 1) + q]; }
-  __device__ double& G(int64_t i, int64_t j) const { return s[L.g + i * m + j]; }
-  __device__ double& dot_G(int64_t i, int64_t j) const { return s[L.dot_g + i * m + j]; }
+  __device__ double& at(int64_t k) const { return s[k * stride]; }
+  __device__ double& R(int p, int q) const { return at(L.r + (p & 1) * int64_t(Q + 1) + q); }
+  __device__ double& dot_R(int p, int q) const { return at(L.dot_r + int64_t(p) * (Q + 1) + q); }
+  // Transition weight k (diag, up, left) of R[p, q].
+  __device__ double& pi(int p, int q, int k) const { return at(L.tape + 3 * (int64_t(p - 1) * Q + (q - 1)) + k); }
+  __device__ double& E(int p, int q) const { return at(L.e + (p & 1) * int64_t(Q + 1) + q); }
+  __device__ double& dot_E(int p, int q) const { return at(L.dot_e + (p & 1) * int64_t(Q + 1) + q); }
+  __device__ double& G(int64_t i, int64_t j) const { return at(L.g + i * m + j); }
+  __device__ double& dot_G(int64_t i, int64_t j) const { return at(L.dot_g + i * m + j); }
 
   // D[i, j] with its smoothing weights w (left, up, diag; 0 without smoothing) and dot D[i, j].
   __device__ double smoothed(int64_t i, int64_t j, double* w, double& dot_d) const {
@@ -82,9 +86,7 @@ struct HvpPair {
       R(p, 0) = inf;
       dot_R(p, 0) = 0.0;
       for (int q = 1; q <= Q; ++q) {
-        double* w = pi(p, q);
-        w[0] = w[1] = w[2] = 0.0;
-        double r = inf, dot_r = 0.0;
+        double w[3] = {0.0, 0.0, 0.0}, r = inf, dot_r = 0.0;
         if (within(band, q - 1)) {
           const double up = p > 1 ? R(p - 1, q) : inf;  // R's row 0 enters diagonally only
           const double soft = softmin3(R(p - 1, q - 1), up, R(p, q - 1), gamma, inv_gamma, w);
@@ -96,6 +98,7 @@ struct HvpPair {
         }
         R(p, q) = r;
         dot_R(p, q) = dot_r;
+        for (int k = 0; k < 3; ++k) pi(p, q, k) = w[k];
       }
     }
   }
@@ -134,7 +137,7 @@ struct HvpPair {
           G(cost_index(pb, gp), cost_index(pb, q - 1)) = e;
           dot_G(cost_index(pb, gp), cost_index(pb, q - 1)) = dot_e;
         }
-        const double* w = pi(p, q);
+        const double w[3] = {pi(p, q, 0), pi(p, q, 1), pi(p, q, 2)};
         const double a[3] = {dot_R(p - 1, q - 1), dot_R(p - 1, q), dot_R(p, q - 1)};
         const double mean = w[0] * a[0] + w[1] * a[1] + w[2] * a[2];
         double* to_e[3] = {&E(p - 1, q - 1), &E(p - 1, q), &E(p, q - 1)};
@@ -185,7 +188,8 @@ __global__ void __launch_bounds__(kHvpBlock)
                              L,
                              {cost + offset, pb.stride_i, pb.stride_j},
                              {direction + offset, pb.stride_i, pb.stride_j},
-                             scratch + b * L.per_pair,
+                             scratch + b,
+                             pb.n_pairs,
                              n,
                              m,
                              band_width(pb, full_rows, Q),
