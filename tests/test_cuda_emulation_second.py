@@ -20,7 +20,7 @@ from cuda_emulation import build
 from helpers import VARIANTS
 
 from s2dtw import _dispatch, _reference, _reference_second
-from s2dtw._problem import Layout, Params, Problem
+from s2dtw._problem import Layout, Params, Problem, Switches
 
 pytestmark = pytest.mark.cuda_emulation
 
@@ -36,10 +36,14 @@ def emulated():
     return build.load()
 
 
-def run_hvp(module, cost: torch.Tensor, direction: torch.Tensor, layout: Layout, params: Params,
+REGIMES = {"auto": 0, "thread": 1, "block": 2}  # Problem::cuda_regime
+
+
+def run_hvp(module, cost: torch.Tensor, direction: torch.Tensor, layout: Layout, params: Params, regime: str = "auto",
             workspace_size: int | None = None) -> torch.Tensor:
     """H·direction from the emulated module; the output's neighbours are checked untouched."""
-    dtype, problem = _dispatch._DTYPE_NAMES[cost.dtype], Problem(layout, params)
+    dtype = _dispatch._DTYPE_NAMES[cost.dtype]
+    problem = Problem(layout, params, Switches(cuda_regime=REGIMES[regime]))
     size = module.hvp_workspace_bytes(dtype, problem) if workspace_size is None else workspace_size
     workspace = torch.full((max(size, 1),), 0xFF, dtype=torch.uint8)
     padded = torch.full((cost.numel() + 2 * GUARD,), -777.0, dtype=cost.dtype)
@@ -70,9 +74,9 @@ def oracle(cost: np.ndarray, direction: np.ndarray, params: Params) -> np.ndarra
     return (grad(cost + STEP * direction) - grad(cost - STEP * direction)) / (2 * STEP)
 
 
-def check(module, cost, direction, layout, params, rtol):
+def check(module, cost, direction, layout, params, rtol, regime):
     """The emulated hvp against the oracle, pair by pair; exactly 0 outside every pair."""
-    out = run_hvp(module, cost, direction, layout, params)
+    out = run_hvp(module, cost, direction, layout, params, regime)
     inside = torch.zeros(cost.shape, dtype=torch.bool)
     for b in range(layout.n_pairs):
         expected = oracle(region(cost, layout, b).double().numpy(), region(direction, layout, b).double().numpy(),
@@ -100,53 +104,73 @@ def batched(shape, x_lengths, y_lengths, dtype=torch.float64, seed=0):
 RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
+REGIME = pytest.mark.parametrize("regime", ["thread", "block"])
+
+
+@REGIME
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_variants_variable_lengths(emulated, variant, dtype):
+def test_variants_variable_lengths(emulated, variant, dtype, regime):
     """N != M, a full pair, a 1 x 3 one and a ragged one."""
     cost, direction, layout = batched((3, 6, 5), [6, 1, 4], [5, 3, 2], dtype=dtype)
-    check(emulated, cost, direction, layout, Params(gamma=0.3, **VARIANTS[variant]), RTOL[dtype])
+    check(emulated, cost, direction, layout, Params(gamma=0.3, **VARIANTS[variant]), RTOL[dtype], regime)
 
 
+@REGIME
 @pytest.mark.parametrize("bandwidth", [1.0, 2.5])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_band(emulated, variant, bandwidth):
+def test_band(emulated, variant, bandwidth, regime):
     cost, direction, layout = batched((2, 7, 6), [7, 5], [6, 6], seed=1)
-    check(emulated, cost, direction, layout, Params(gamma=0.5, bandwidth=bandwidth, **VARIANTS[variant]), 1e-9)
+    params = Params(gamma=0.5, bandwidth=bandwidth, **VARIANTS[variant])
+    check(emulated, cost, direction, layout, params, 1e-9, regime)
 
 
+@REGIME
 @pytest.mark.parametrize("open_begin,open_end", [(True, False), (False, True), (True, True)],
                          ids=["begin", "end", "both"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_open_begin_end(emulated, variant, open_begin, open_end):
+def test_open_begin_end(emulated, variant, open_begin, open_end, regime):
     """Subsequence alignment (Variants V4; on the weak grid without W's null first / last row)."""
     cost, direction, layout = batched((3, 4, 7), [4, 1, 3], [7, 5, 1], seed=2)
     params = Params(gamma=0.4, open_begin=open_begin, open_end=open_end, **VARIANTS[variant])
-    check(emulated, cost, direction, layout, params, 1e-6)  # finite differences: ~1e-10 error
+    check(emulated, cost, direction, layout, params, 1e-6, regime)  # finite differences: ~1e-10 error
 
 
-def test_open_float32(emulated):
+@REGIME
+def test_open_float32(emulated, regime):
     cost, direction, layout = batched((2, 5, 6), [5, 2], [6, 6], dtype=torch.float32, seed=3)
     params = Params(gamma=0.3, open_begin=True, open_end=True, **VARIANTS["s2dtw"])
-    check(emulated, cost, direction, layout, params, 1e-4)
+    check(emulated, cost, direction, layout, params, 1e-4, regime)
 
 
-def test_many_pairs(emulated):
-    """70 pairs: two thread blocks of 64, the last part-full (the scratch is interleaved across pairs)."""
+@REGIME
+def test_many_pairs(emulated, regime):
+    """70 pairs: two thread blocks of 64 (the last part-full, the scratch interleaved across pairs) or 70 blocks."""
     gen = torch.Generator().manual_seed(6)
     lengths = torch.randint(1, 5, (2, 70), generator=gen)
     cost, direction, layout = batched((70, 4, 4), lengths[0].tolist(), lengths[1].tolist(), seed=6)
-    check(emulated, cost, direction, layout, Params(gamma=0.2, smoothing=0.1, threshold=0.5), 1e-9)
+    check(emulated, cost, direction, layout, Params(gamma=0.2, smoothing=0.1, threshold=0.5), 1e-9, regime)
 
 
+@REGIME
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_all_pairs_layout(emulated, dtype):
+def test_all_pairs_layout(emulated, dtype, regime):
     bx, by, n, m = 2, 3, 5, 4
     gen = torch.Generator().manual_seed(4)
     cost = torch.randn(bx * n, by * m, generator=gen, dtype=torch.float64).to(dtype)
     direction = torch.randn(bx * n, by * m, generator=gen, dtype=torch.float64).to(dtype)
     layout = Layout.all_pairs(cost, torch.tensor([5, 2]), torch.tensor([4, 1, 3]))
-    check(emulated, cost, direction, layout, Params(gamma=0.3, smoothing=0.2, threshold=0.5), RTOL[dtype])
+    check(emulated, cost, direction, layout, Params(gamma=0.3, smoothing=0.2, threshold=0.5), RTOL[dtype], regime)
+
+
+def test_long_pair_regimes_agree(emulated):
+    """Anti-diagonals longer than the block (256 threads, up to 263 cells on a 263 x 271 weak grid): some threads
+    take two cells per diagonal. The regimes run the same per-cell code in the same order per cell: bit-identical."""
+    cost, direction, layout = batched((1, 131, 135), [131], [135], seed=7)
+    params = Params(gamma=0.5, **VARIANTS["weak only"])
+    thread = run_hvp(emulated, cost, direction, layout, params, "thread")
+    assert torch.isfinite(thread).all() and thread.abs().max() > 0
+    assert torch.equal(run_hvp(emulated, cost, direction, layout, params, "block"), thread)
 
 
 @pytest.mark.parametrize("params,match", [
@@ -175,7 +199,10 @@ def untrusted_child(out: str) -> None:
     gen = torch.Generator().manual_seed(5)
     cost, direction = torch.randn(2, 6, 5, 4, generator=gen, dtype=torch.float64)
     layout = Layout.batched(cost, torch.tensor(BAD[0]), torch.tensor(BAD[1]))
-    torch.save(run_hvp(build.load(), cost, direction, layout, Params(gamma=0.3, smoothing=0.1, threshold=0.5)), out)
+    params = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
+    module = build.load()
+    torch.save({regime: run_hvp(module, cost, direction, layout, params, regime) for regime in ("thread", "block")},
+               out)
 
 
 def test_untrusted_lengths(emulated, tmp_path):
@@ -186,14 +213,16 @@ def test_untrusted_lengths(emulated, tmp_path):
            f"import test_cuda_emulation_second as t; t.untrusted_child({str(out)!r})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"the emulated kernel crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    result = torch.load(out)
+    results = torch.load(out)
+    assert sorted(results) == ["block", "thread"]
     gen = torch.Generator().manual_seed(5)
     cost, direction = torch.randn(2, 6, 5, 4, generator=gen, dtype=torch.float64)
-    for b, (n, m) in enumerate(zip(*BAD, strict=True)):
-        if 1 <= n <= 5 and 1 <= m <= 4:
-            expected = oracle(cost[b, :n, :m].numpy(), direction[b, :n, :m].numpy(),
-                              Params(gamma=0.3, smoothing=0.1, threshold=0.5))
+    params = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
+    for regime, result in results.items():
+        for b, (n, m) in enumerate(zip(*BAD, strict=True)):
+            if not (1 <= n <= 5 and 1 <= m <= 4):
+                assert (result[b] == 0).all(), f"{regime}: pair {b} ({n} x {m}) not zeroed"
+                continue
+            expected = oracle(cost[b, :n, :m].numpy(), direction[b, :n, :m].numpy(), params)
             torch.testing.assert_close(result[b, :n, :m], torch.from_numpy(expected), rtol=1e-9, atol=1e-9)
             assert (result[b, n:] == 0).all() and (result[b, :, m:] == 0).all()
-        else:
-            assert (result[b] == 0).all(), f"pair {b} ({n} x {m}) not zeroed"

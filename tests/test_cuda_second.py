@@ -25,6 +25,14 @@ if not torch.cuda.is_available() or not s2dtw.backends()["cuda"]:
 RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
+@pytest.fixture(params=["thread", "block"])
+def regime(request, monkeypatch):
+    """Both regimes of the second-order kernel (and of the first-order one), forced through $S2DTW_CUDA_REGIME."""
+    monkeypatch.setenv("S2DTW_CUDA_REGIME", request.param)
+    monkeypatch.delenv("S2DTW_CUDA_STRIP", raising=False)
+    return request.param
+
+
 def close(got: torch.Tensor, expected: torch.Tensor) -> None:
     rtol = RTOL[expected.dtype]
     scale = max(expected.abs().max().item(), 1.0)
@@ -43,7 +51,7 @@ def double_backward(cost: torch.Tensor, upstream: torch.Tensor, backend: str, **
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("bandwidth", [None, 2.0])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_double_backward_matches_cpu(variant, bandwidth, dtype):
+def test_double_backward_matches_cpu(variant, bandwidth, dtype, regime):
     gen = torch.Generator().manual_seed(0)
     cost = torch.randn(3, 9, 7, generator=gen, dtype=torch.float64).to(dtype)
     upstream = torch.randn(3, 9, 7, generator=gen, dtype=torch.float64).to(dtype)
@@ -56,7 +64,7 @@ def test_double_backward_matches_cpu(variant, bandwidth, dtype):
     close(second_gpu, second_cpu)
 
 
-def test_gradgradcheck_on_cuda():
+def test_gradgradcheck_on_cuda(regime):
     cost = torch.randn(2, 4, 3, dtype=torch.float64, device="cuda", requires_grad=True)
     lengths = dict(x_lengths=torch.tensor([4, 2], device="cuda"), y_lengths=torch.tensor([3, 3], device="cuda"))
     assert torch.autograd.gradgradcheck(
@@ -84,7 +92,7 @@ def test_pairwise_double_backward_matches_cpu():
 @pytest.mark.parametrize("open_begin,open_end", [(True, False), (False, True), (True, True)],
                          ids=["begin", "end", "both"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_run_hvp_open_matches_cpu(variant, open_begin, open_end, dtype):
+def test_run_hvp_open_matches_cpu(variant, open_begin, open_end, dtype, regime):
     gen = torch.Generator().manual_seed(2)
     cost = torch.randn(3, 5, 8, generator=gen, dtype=torch.float64).to(dtype)
     direction = torch.randn(3, 5, 8, generator=gen, dtype=torch.float64).to(dtype)
@@ -101,7 +109,7 @@ def test_run_hvp_open_matches_cpu(variant, open_begin, open_end, dtype):
     close(gpu, cpu)
 
 
-def test_out_of_range_cuda_lengths_zero_the_pair():
+def test_out_of_range_cuda_lengths_zero_the_pair(regime):
     """CUDA lengths are checked by the kernel: a pair outside [1, padded length] gets an all-zero region."""
     gen = torch.Generator().manual_seed(3)
     cost, direction = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64).cuda()

@@ -2,6 +2,7 @@
 // pair's value w.r.t. its cost (docs/semantics.md, "Second order"); the kernel is second_order.cuh.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <stdexcept>
@@ -14,6 +15,7 @@ namespace s2dtw::cuda {
 namespace {
 
 constexpr size_t kHvpAlign = 256;
+constexpr int64_t kHvpBlockRegimePairs = 132 * 32;
 
 int64_t checked(int64_t a, int64_t b) {
   int64_t r;
@@ -21,8 +23,7 @@ int64_t checked(int64_t a, int64_t b) {
   return r;
 }
 
-// The per-pair scratch of a padded pair, every piece of it float64 (the tape included, for both
-// dtypes: the curvature terms are differences of tangents, which a float32 tape would round).
+// The per-pair scratch of a padded pair: four float64 (P + 1) x (Q + 1) tables (second_order.cuh).
 HvpLayout hvp_layout(const Problem& pb) {
   if (pb.n_pairs < 0 || pb.padded_n < 1 || pb.padded_m < 1)
     throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty padded pairs)");
@@ -30,20 +31,26 @@ HvpLayout hvp_layout(const Problem& pb) {
   if (P > INT_MAX / 2 || Q > INT_MAX / 2)
     throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
   HvpLayout L;
-  const int64_t row = Q + 1, cells = checked(P, Q), costs = checked(pb.padded_n, pb.padded_m);
-  L.r = 0;
-  L.dot_r = L.r + 2 * row;
-  L.tape = L.dot_r + checked(P + 1, row);
-  L.e = L.tape + checked(3, cells);
-  L.dot_e = L.e + 2 * row;
-  L.g = L.dot_e + 2 * row;
-  L.dot_g = L.g + costs;
-  L.per_pair = L.dot_g + costs;
+  L.table = checked(P + 1, Q + 1);
+  L.per_pair = checked(4, L.table);
   return L;
 }
 
 size_t hvp_total(const Problem& pb, const HvpLayout& L) {
   return size_t(checked(checked(pb.n_pairs, L.per_pair), sizeof(double))) + kHvpAlign;  // slack to align
+}
+
+// One block per pair when there are too few pairs to give every SM a warp of them (132 SMs x 32 lanes on
+// an H100 / H200): a guess, not measured. Problem::cuda_regime (1 thread, 2 block) overrides it.
+bool block_regime(const Problem& pb) {
+  if (pb.cuda_regime) return pb.cuda_regime == 2;
+  return pb.n_pairs < kHvpBlockRegimePairs;
+}
+
+// Threads of the block regime: the longest anti-diagonal of a padded pair, in whole warps.
+int block_threads(const Problem& pb) {
+  const int64_t diagonal = std::min(grid_extent(pb, pb.padded_n), grid_extent(pb, pb.padded_m));
+  return int(std::min<int64_t>(kHvpMaxBlock, (diagonal + 31) / 32 * 32));
 }
 
 }  // namespace
@@ -71,10 +78,15 @@ void hvp(const Problem& pb, const Scalar* cost, const Scalar* direction, Scalar*
                              " bytes, need " + std::to_string(total) + " (hvp_workspace_bytes)");
   const uintptr_t raw = reinterpret_cast<uintptr_t>(workspace);
   auto* scratch = reinterpret_cast<double*>((raw + kHvpAlign - 1) / kHvpAlign * kHvpAlign);
-  const int64_t blocks = (pb.n_pairs + kHvpBlock - 1) / kHvpBlock;
-  if (blocks > INT_MAX) throw std::runtime_error("s2dtw (cuda): too many pairs");
-  auto kernel = hvp_kernel<Scalar>;
-  S2DTW_LAUNCH(kernel, unsigned(blocks), kHvpBlock, 0, stream, pb, L, cost, direction, out, scratch);
+  if (pb.n_pairs > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 pairs");
+  if (block_regime(pb)) {
+    auto kernel = hvp_block_kernel<Scalar>;
+    S2DTW_LAUNCH(kernel, unsigned(pb.n_pairs), block_threads(pb), 0, stream, pb, L, cost, direction, out, scratch);
+  } else {
+    auto kernel = hvp_thread_kernel<Scalar>;
+    const int64_t blocks = (pb.n_pairs + kHvpThreads - 1) / kHvpThreads;
+    S2DTW_LAUNCH(kernel, unsigned(blocks), kHvpThreads, 0, stream, pb, L, cost, direction, out, scratch);
+  }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
     throw std::runtime_error(std::string("s2dtw (cuda): launching hvp_kernel: ") + cudaGetErrorString(err));
