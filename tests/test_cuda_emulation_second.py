@@ -90,15 +90,15 @@ def check(module, cost, direction, layout, params, rtol, regime):
 
 
 def batched(shape, x_lengths, y_lengths, dtype=torch.float64, seed=0):
-    """Random cost and direction (B, N, M); the cost's padding is NaN (the kernel must never read it)."""
+    """Random cost and direction (B, N, M), NaN outside the pairs (the kernel must never read there)."""
     gen = torch.Generator().manual_seed(seed)
-    cost = torch.randn(shape, generator=gen, dtype=torch.float64)
-    direction = torch.randn(shape, generator=gen, dtype=torch.float64)
+    cost, direction = torch.randn((2, *shape), generator=gen, dtype=torch.float64)
     layout = Layout.batched(cost, torch.tensor(x_lengths), torch.tensor(y_lengths))
-    padded = torch.full(shape, float("nan"), dtype=torch.float64)
+    padded = torch.full((2, *shape), float("nan"), dtype=torch.float64)
     for b in range(shape[0]):
-        region(padded, layout, b).copy_(region(cost, layout, b))
-    return padded.to(dtype), direction.to(dtype), layout
+        region(padded[0], layout, b).copy_(region(cost, layout, b))
+        region(padded[1], layout, b).copy_(region(direction, layout, b))
+    return padded[0].to(dtype), padded[1].to(dtype), layout
 
 
 RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
