@@ -22,7 +22,7 @@ from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SOURCES = [ROOT / "csrc/cuda/s2dtw_cuda.cu", ROOT / "csrc/bindings/cuda_module.cpp"]
+SOURCES = [ROOT / "csrc/cuda/s2dtw_cuda.cu", ROOT / "csrc/cuda/second_order.cu", ROOT / "csrc/bindings/cuda_module.cpp"]
 FLAGS = ["-std=c++20", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-w"]
 
 
