@@ -15,12 +15,6 @@
 #include "s2dtw_cuda.h"
 #include "thread_kernel.cuh"
 
-// A kernel launch; the emulation's cuda_runtime.h defines it first (tests/cuda_emulation).
-#ifndef S2DTW_LAUNCH
-#define S2DTW_LAUNCH(kernel, blocks, threads, smem_bytes, stream, ...) \
-  kernel<<<blocks, threads, smem_bytes, stream>>>(__VA_ARGS__)
-#endif
-
 namespace s2dtw::cuda {
 namespace {
 
