@@ -1,7 +1,7 @@
 // The lockstep regime: many pairs. kLanes pairs (sorted by shape, so a group's shapes
 // are close) run the scalar kernel's row-by-row recursion together, one pair per lane,
-// over the group's largest grid; a lane's value is read at its own corner, and its
-// backward starts there (cells beyond its shape get E = 0). Banded groups hold one
+// over the group's largest grid; a lane's value is read on its own last row (end_value),
+// and its backward starts there (cells beyond its shape get E = 0). Banded groups hold one
 // shape only (the band depends on the shape). The hard forms (gamma = 0, smoothing = 0)
 // are compiled copies of the recursion and of the smoothing (with_hard).
 //
