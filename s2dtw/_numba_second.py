@@ -146,14 +146,20 @@ def _kernel(cost, z, out, pair_n, pair_m, pairs_per_x, padded_n, padded_m, strid
 
 # As s2dtw._numba: a parallel build and a serial one (one thread, or a forked child, where a parallel
 # region aborts a process that already used GNU OpenMP), each under its own name for numba's cache.
-_parallel_kernel = njit(parallel=True, cache=True)(_kernel)
-_serial_kernel = njit(cache=True)(types.FunctionType(_kernel.__code__, _kernel.__globals__, "_serial_kernel"))
+def _compiled(name: str, **options) -> numba.core.registry.CPUDispatcher:
+    copy = types.FunctionType(_kernel.__code__, _kernel.__globals__, name)
+    copy.__qualname__ = name
+    return njit(cache=True, **options)(copy)
+
+
+_parallel_kernel = _compiled("_parallel_hvp", parallel=True)
+_serial_kernel = _compiled("_serial_hvp")
 
 
 def hvp(cost: np.ndarray, direction: np.ndarray, out: np.ndarray, problem: Problem, num_threads: int) -> None:
     """H·Z of every pair of `problem` into `out`; the three 1-D buffers are laid out as ``problem.layout``
-    says (float32 or float64). Raises ValueError for gamma == 0, smoothing == 0, or a pair whose end no
-    monotone path reaches."""
+    says (float32 or float64, computed in float64). Raises ValueError for gamma == 0, smoothing == 0, or a
+    pair whose end no monotone path reaches."""
     layout, params = problem.layout, problem.params
     if not params.gamma > 0 or (params.smoothing is not None and not params.smoothing > 0):
         raise ValueError(f"s2dtw: second order needs gamma > 0 and smoothing None or > 0, got {params.gamma} "
@@ -162,9 +168,12 @@ def hvp(cost: np.ndarray, direction: np.ndarray, out: np.ndarray, problem: Probl
         return
     optional = [(v is not None, 0.0 if v is None else float(v))
                 for v in (params.smoothing, params.threshold, params.bandwidth)]
+    # float64 in and out (one compiled specialisation; the recursion is float64 anyway)
+    result = out if out.dtype == np.float64 else np.empty(out.shape)
+    cost, direction = cost.astype(np.float64, copy=False), direction.astype(np.float64, copy=False)
     unreached = np.full(1, -1, np.int64)
     n_chunks = 1 if _numba._forked else max(1, min(int(num_threads), layout.n_pairs))
-    args = (cost, direction, out, layout.pair_n.numpy(), layout.pair_m.numpy(), *map(int, layout.ints()),
+    args = (cost, direction, result, layout.pair_n.numpy(), layout.pair_m.numpy(), *map(int, layout.ints()),
             float(params.gamma), *(x for pair in optional for x in pair), params.open_begin, params.open_end,
             n_chunks, unreached)
     if n_chunks == 1:
@@ -176,6 +185,8 @@ def hvp(cost: np.ndarray, direction: np.ndarray, out: np.ndarray, problem: Probl
             _parallel_kernel(*args)
         finally:
             numba.set_num_threads(previous)
+    if result is not out:
+        out[:] = result
     if unreached[0] >= 0:
         raise ValueError(f"s2dtw: second order: no monotone path reaches the last cell of pair {unreached[0]} "
                          "inside the band")
