@@ -2,6 +2,8 @@
 oracle (_reference_second) and finite differences of the first-order reference's gradient, gradgradcheck
 of the public functions (double backward through _op), the DILATE term, and the errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -256,3 +258,13 @@ def test_third_order_raises():
     (second,) = torch.autograd.grad(grad.pow(2).sum(), cost, create_graph=True)
     with pytest.raises(RuntimeError, match="third-order gradients .* are not implemented"):
         second.sum().backward()
+
+
+def test_the_dilate_example_trains_and_its_gradient_check_agrees(monkeypatch):
+    require_backend("cpp")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
+    import dilate_term
+
+    result = dilate_term.main(steps=21)
+    assert result["last temporal"] < 0.2 * result["first temporal"]
+    assert result["autograd"] == pytest.approx(result["central difference"], rel=1e-6)
