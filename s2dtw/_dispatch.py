@@ -229,7 +229,7 @@ def _hvp_cuda(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, pr
 def _hvp_numba(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, problem: Problem) -> None:
     problem.layout.check_pairs_fit()
     importlib.import_module("s2dtw._numba_second").hvp(cost.reshape(-1).numpy(), direction.reshape(-1).numpy(),
-                                                       out.reshape(-1).numpy(), problem, torch.get_num_threads())
+                                                       out.reshape(-1).numpy(), problem)
 
 
 def _hvp_numpy(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, problem: Problem) -> None:
