@@ -12,6 +12,7 @@ import s2dtw
 from s2dtw import _cpu, _dispatch, _op, _reference, _reference_second
 from s2dtw._problem import Layout, Params, Problem
 from tests.helpers import VARIANTS, require_backend
+from tests.test_robustness import assert_prints_ok
 
 BACKENDS = ["cpp", "numba", "numpy"]
 X_LENGTHS, Y_LENGTHS = [3, 2], [4, 3]
@@ -229,19 +230,48 @@ def test_unreachable_ends_raise(backend):
         _dispatch.run_hvp(backend, cost, direction, problem(cost, Params(0.5, None, None, bandwidth=0.0)))
 
 
-def test_the_cpp_kernel_itself_refuses_hard_forms_and_bad_lengths():
+def test_the_cpp_kernel_itself_refuses_hard_forms():
     require_backend("cpp")
     cost, direction = batch(14)
     out = torch.empty_like(cost)
-
-    def call(params, x_lengths=X_LENGTHS):
-        _cpu.hvp("float64", cost.data_ptr(), direction.data_ptr(), out.data_ptr(), 1, problem(cost, params, x_lengths))
-
     for params in (Params(0.0, None, None), Params(0.5, 0.0, None)):
         with pytest.raises(ValueError, match="second order needs gamma > 0"):
-            call(params)
-    with pytest.raises(ValueError, match="outside"):
-        call(CONFIGS["s2dtw"], [3, 4])
+            _cpu.hvp("float64", cost.data_ptr(), direction.data_ptr(), out.data_ptr(), 1, problem(cost, params))
+
+
+def test_bad_lengths_and_layouts_raise_in_a_subprocess():
+    """Past the Python checks, the HVP kernels check every pair's lengths (a regression would write outside the
+    buffer: run in a subprocess), and run_hvp checks that the layout fits the buffer, on every CPU backend."""
+    backends = [name for name in BACKENDS if s2dtw.backends()[name]]
+    assert "cpp" in backends
+    assert_prints_ok(f"""
+        import torch
+        from s2dtw import _cpu, _dispatch
+        from s2dtw._problem import Layout, Params, Problem
+
+        cost = torch.rand(4, 6, 5, dtype=torch.float64)
+        layout = Layout.batched(torch.empty(3, 6, 5), torch.full((3,), 6), torch.full((3,), 5))
+        small = cost[:2].contiguous()
+        for backend in {backends}:
+            for bad in ([6, 3, 4, 600], [6, 0, 4, 5], [7, 6, 6, 6], [-3, 6, 6, 6]):
+                problem = Problem(Layout.batched(cost, torch.tensor(bad), torch.full((4,), 5)), Params(0.5, 0.1, 0.5))
+                try:
+                    if backend == "cpp":  # the kernel itself, not only the dispatcher's check
+                        _cpu.hvp("float64", cost.data_ptr(), cost.data_ptr(), torch.empty_like(cost).data_ptr(), 1,
+                                 problem)
+                    else:
+                        _dispatch.run_hvp(backend, cost, cost, problem)
+                except ValueError as err:
+                    assert "[1, 6]" in str(err), err
+                else:
+                    raise AssertionError(f"{{backend}}: lengths {{bad}} were accepted")
+            try:
+                _dispatch.run_hvp(backend, small, small, Problem(layout, Params(0.5, None, None)))
+            except ValueError as err:
+                assert "does not fit a cost buffer of 60 elements" in str(err), err
+            else:
+                raise AssertionError(f"{{backend}}: a layout of 3 pairs was run on a buffer of 2")
+    """)
 
 
 def test_third_order_raises():
