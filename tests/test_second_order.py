@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import VARIANTS, require_backend
+from test_robustness import assert_prints_ok
 
 import s2dtw
 from s2dtw import _cpu, _dispatch, _op, _reference, _reference_second
 from s2dtw._problem import Layout, Params, Problem
-from tests.helpers import VARIANTS, require_backend
-from tests.test_robustness import assert_prints_ok
 
 BACKENDS = ["cpp", "numba", "numpy"]
 X_LENGTHS, Y_LENGTHS = [3, 2], [4, 3]
