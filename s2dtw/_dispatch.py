@@ -208,3 +208,67 @@ def run(backend: str, cost: torch.Tensor, problem: Problem,
     grad = torch.empty_like(cost) if need_grad else None
     _RUNNERS[backend](cost, value, grad, problem)
     return value, grad
+
+
+def _hvp_cpp(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, problem: Problem) -> None:
+    _load("cpp").hvp(_DTYPE_NAMES[cost.dtype], cost.data_ptr(), direction.data_ptr(), out.data_ptr(),
+                     torch.get_num_threads(), problem)
+
+
+def _hvp_cuda(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, problem: Problem) -> None:
+    layout = problem.layout
+    if layout.pair_n.device != cost.device or layout.pair_m.device != cost.device:  # the kernel reads them there
+        raise ValueError(f"pair lengths on {layout.pair_n.device} / {layout.pair_m.device} for a cost on {cost.device}")
+    module, dtype = _load("cuda"), _DTYPE_NAMES[cost.dtype]
+    with torch.cuda.device(cost.device):
+        workspace = torch.empty(module.hvp_workspace_bytes(dtype, problem), dtype=torch.uint8, device=cost.device)
+        module.hvp(dtype, cost.data_ptr(), direction.data_ptr(), out.data_ptr(), workspace.data_ptr(),
+                   workspace.numel(), torch.cuda.current_stream(cost.device).cuda_stream, problem)
+
+
+def _hvp_numba(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, problem: Problem) -> None:
+    problem.layout.check_pairs_fit()
+    importlib.import_module("s2dtw._numba_second").hvp(cost.reshape(-1).numpy(), direction.reshape(-1).numpy(),
+                                                       out.reshape(-1).numpy(), problem)
+
+
+def _hvp_numpy(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, problem: Problem) -> None:
+    from . import _reference_second
+
+    problem.layout.check_pairs_fit()
+    _reference_second.run(cost.reshape(-1).numpy(), direction.reshape(-1).numpy(), out.reshape(-1).numpy(),
+                          problem.layout, problem.params)
+
+
+_HVP_RUNNERS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Problem], None]] = {
+    "cuda": _hvp_cuda,
+    "cpp": _hvp_cpp,
+    "numba": _hvp_numba,
+    "numpy": _hvp_numpy,
+}
+
+
+def run_hvp(backend: str, cost: torch.Tensor, direction: torch.Tensor, problem: Problem) -> torch.Tensor:
+    """Hessian-vector products H·Z of every pair's value w.r.t. the cost, Z = `direction` (shaped like `cost`).
+
+    Returns a tensor shaped like `cost`: each pair's padded region holds its H·Z, zero outside the pair's
+    lengths (docs/semantics.md, "Second order"). `cost` and `direction` must be contiguous, of one float32 /
+    float64 dtype, on the backend's device. gamma == 0 or smoothing == 0 raise ValueError (the hard forms are
+    piecewise linear: no Hessian), before any kernel runs.
+    """
+    params, layout = problem.params, problem.layout
+    if not params.gamma > 0 or (params.smoothing is not None and not params.smoothing > 0):
+        raise ValueError(f"s2dtw: second-order gradients need gamma > 0 and smoothing None or > 0, got gamma="
+                         f"{params.gamma} and smoothing={params.smoothing}: the hard minima (exact DTW, hard "
+                         "smoothing) are piecewise linear in the cost, their Hessian is zero or undefined")
+    if direction.shape != cost.shape or direction.dtype != cost.dtype or direction.device != cost.device:
+        raise ValueError(f"s2dtw: the direction ({tuple(direction.shape)}, {direction.dtype}, {direction.device}) "
+                         f"must match the cost ({tuple(cost.shape)}, {cost.dtype}, {cost.device})")
+    if not (cost.is_contiguous() and direction.is_contiguous()):
+        raise ValueError("s2dtw: run_hvp needs a contiguous cost and direction")
+    if min(layout.ints()) < 0 or (layout.n_pairs and layout.extent() > cost.numel()):
+        raise ValueError(f"s2dtw: the layout {layout.ints()} of {layout.n_pairs} pairs does not fit a cost "
+                         f"buffer of {cost.numel()} elements")
+    out = torch.zeros_like(cost)  # a layout need not cover the whole buffer: the rest is zero, not garbage
+    _HVP_RUNNERS[backend](cost, direction, out, problem)
+    return out

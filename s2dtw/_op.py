@@ -9,6 +9,10 @@ transition weights); backward only scales it. The op's schema holds tensors, int
 A plain eager call skips the op: `_Eager`, an autograd.Function with the same kernel call (`_forward`)
 and backward (`_scaled_grad`), has less Python/dispatcher overhead per call than the op (issue #14).
 `_eager` is the one choice between them.
+
+Second order: the backward's gradient is `_ScaledGrad`, whose own backward (create_graph=True, then
+differentiating the gradient) is one Hessian-vector product per pair, the op ``torch.ops.s2dtw.hvp``
+(_dispatch.run_hvp), inside `_SecondOrder`, a node whose backward refuses a third order.
 """
 
 from __future__ import annotations
@@ -68,36 +72,78 @@ def _(cost, pair_n, pair_m, layout, params, backend, need_grad):
     return cost.new_empty(pair_n.shape[0]), grad
 
 
-class _FirstOrderOnly(torch.autograd.Function):
-    """The gradient layout.scale_grad(grad, grad_value), as a node whose own backward raises.
+@torch.library.custom_op("s2dtw::hvp", mutates_args=())
+def hvp_op(cost: torch.Tensor, direction: torch.Tensor, pair_n: torch.Tensor, pair_m: torch.Tensor,
+           layout: list[int], params: list[float], backend: str) -> torch.Tensor:
+    """H·Z of every pair (Z = `direction`, shaped like cost), as a tensor shaped like cost (_dispatch.run_hvp)."""
+    problem = Problem(*_from_op(pair_n, pair_m, layout, params))
+    chosen = _dispatch.resolve_backend(cost.device, backend or None, problem.switches)
+    return _dispatch.run_hvp(chosen, cost, direction.to(cost.dtype).contiguous(), problem)
 
-    The kernels have no second derivative: without this node, differentiating the gradient
-    (create_graph=True, then backward through it) would silently give a zero Hessian term.
-    A gradient taken with create_graph=True and only used as a value still works.
-    """
+
+@hvp_op.register_fake
+def _(cost, direction, pair_n, pair_m, layout, params, backend):
+    return torch.empty_like(cost)
+
+
+def _pair_sums(layout: Layout, cells: torch.Tensor) -> torch.Tensor:
+    """The sum of `cells` (shaped like the cost) over each pair's padded region: (n_pairs,)."""
+    return cells.reshape(-1, layout.padded_n, layout.pairs_per_x, layout.padded_m).sum((1, 3)).reshape(-1)
+
+
+class _SecondOrder(torch.autograd.Function):
+    """The derivatives of <U, layout.scale_grad(E(C), vbar)>: d/dC = scale_grad(H·U, vbar) (H symmetric) and
+    d/d vbar = <U, E> per pair (docs/semantics.md, "Second order"), as a node whose own backward raises."""
 
     @staticmethod
-    def forward(ctx, grad: torch.Tensor, grad_value: torch.Tensor, layout: Layout) -> torch.Tensor:
-        return layout.scale_grad(grad, grad_value)
+    def forward(ctx, upstream: torch.Tensor, grad: torch.Tensor, grad_value: torch.Tensor, cost: torch.Tensor,
+                layout: Layout, params: Params, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        product = hvp_op(cost, upstream, *_to_op(layout, params), backend)
+        return layout.scale_grad(product, grad_value), _pair_sums(layout, upstream * grad)
 
     @staticmethod
     def backward(ctx, *_):
-        raise RuntimeError("s2dtw: second-order gradients (differentiating the gradient of an S2DTW / soft-DTW "
-                           "value, e.g. a gradient penalty or a Hessian-vector product) are not implemented")
+        raise RuntimeError("s2dtw: third-order gradients (differentiating a second derivative of an S2DTW / "
+                           "soft-DTW value, e.g. the gradient of a Hessian-vector product) are not implemented")
 
 
-def _save(ctx, layout: Layout, grad: torch.Tensor) -> None:
-    ctx.layout = layout
-    ctx.save_for_backward(grad)
+class _ScaledGrad(torch.autograd.Function):
+    """The gradient grad_C = layout.scale_grad(E, vbar), differentiable once more (create_graph=True): its
+    backward is _SecondOrder's, one HVP per pair. It needs the cost; `grad` (E) is a constant here, its
+    dependence on the cost being what the HVP accounts for."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, grad_value: torch.Tensor, cost: torch.Tensor, layout: Layout,
+                params: Params, backend: str) -> torch.Tensor:
+        ctx.save_for_backward(grad, grad_value, cost)
+        ctx.layout, ctx.params, ctx.backend = layout, params, backend
+        return layout.scale_grad(grad, grad_value)
+
+    @staticmethod
+    def backward(ctx, upstream: torch.Tensor):
+        grad, grad_value, cost = ctx.saved_tensors
+        params = ctx.params
+        if not params.gamma > 0 or (params.smoothing is not None and not params.smoothing > 0):
+            raise ValueError(f"s2dtw: second-order gradients (create_graph=True, then differentiating the gradient) "
+                             f"need gamma > 0 and smoothing None or > 0, got gamma={params.gamma} and smoothing="
+                             f"{params.smoothing}: the hard minima are piecewise linear in the cost, their Hessian "
+                             "is zero or undefined")
+        d_cost, d_value = _SecondOrder.apply(upstream, grad, grad_value, cost, ctx.layout, params, ctx.backend)
+        return None, d_value, d_cost, None, None, None
+
+
+def _save(ctx, cost: torch.Tensor, layout: Layout, params: Params, backend: str, grad: torch.Tensor) -> None:
+    ctx.layout, ctx.params, ctx.backend = layout, params, backend
+    ctx.save_for_backward(grad, cost)
 
 
 def _scaled_grad(ctx, grad_value: torch.Tensor) -> torch.Tensor:
-    (grad,) = ctx.saved_tensors
-    return _FirstOrderOnly.apply(grad, grad_value, ctx.layout)
+    grad, cost = ctx.saved_tensors
+    return _ScaledGrad.apply(grad, grad_value, cost, ctx.layout, ctx.params, ctx.backend)
 
 
 def _setup_context(ctx, inputs, output):
-    _save(ctx, _from_op(*inputs[1:5])[0], output[1])
+    _save(ctx, inputs[0], *_from_op(*inputs[1:5]), inputs[5], output[1])
 
 
 def _backward(ctx, grad_value, _grad_of_grad):
@@ -113,10 +159,10 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cost: torch.Tensor, layout: Layout, params: Params, backend: str,
                 need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        # grad is an output, as the op's is: saved as one, it comes back in a create_graph=True backward
-        # with this node as its grad_fn, so _FirstOrderOnly records the node that refuses a second order.
+        # grad is an output, as the op's is (saved as one, it keeps this node as its grad_fn); the cost is
+        # saved for the second order (_ScaledGrad).
         value, grad = _forward(cost, layout, params, backend, need_grad)
-        _save(ctx, layout, grad)
+        _save(ctx, cost, layout, params, backend, grad)
         return value, grad
 
     @staticmethod

@@ -10,9 +10,14 @@ correct, slow, never used for speed. First-order pieces (D, its weights, W, the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from s2dtw import _reference
+
+if TYPE_CHECKING:
+    from s2dtw._problem import Layout, Params
 
 
 def _smoothing_edges(n: int, m: int):
@@ -69,18 +74,29 @@ def tangent_table(table: np.ndarray, grid_direction: np.ndarray, gamma: float) -
     return tangent
 
 
+def end_seeds(table: np.ndarray, tangent: np.ndarray, gamma: float, open_end: bool) -> tuple[np.ndarray, np.ndarray]:
+    """E and dot E on R's last row R[P, 1:]: (one-hot at Q, 0) for a closed end; an open end's
+    softmin over the row gives its weights omega and their tangent -(omega / gamma)(dot R - <omega, dot R>)."""
+    weights = _reference.end_value(table, gamma, open_end)[1]
+    if not open_end:
+        return weights, np.zeros_like(weights)
+    last = tangent[-1, 1:]
+    return weights, -weights / gamma * (last - np.sum(weights * last))
+
+
 def expected_and_tangent(table: np.ndarray, tangent: np.ndarray, grid_direction: np.ndarray,
-                         gamma: float) -> tuple[np.ndarray, np.ndarray]:
+                         gamma: float, open_end: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """E = d value / d W and dot E = H_W dot W, in one backward sweep (shape of W each).
 
     Each cell t pushes to its predecessors a_k: E[a_k] += pi_k E[t] and dot E[a_k] += dot pi_k E[t]
     + pi_k dot E[t], with dot pi_k = -(pi_k / gamma)(dot R[a_k] - (dot R[t] - dot W[t])). Reverse
-    row-major order finishes every cell's successors before the cell itself pushes.
+    row-major order finishes every cell's successors before the cell itself pushes. The last row
+    starts at :func:`end_seeds`.
     """
     rows, cols = grid_direction.shape
     expected = np.zeros_like(table)
     expected_dot = np.zeros_like(table)
-    expected[rows, cols] = 1.0
+    expected[rows, 1:], expected_dot[rows, 1:] = end_seeds(table, tangent, gamma, open_end)
     for p in range(rows, 0, -1):
         for q in range(cols, 0, -1):
             if not np.isfinite(table[p, q]):
@@ -95,12 +111,13 @@ def expected_and_tangent(table: np.ndarray, tangent: np.ndarray, grid_direction:
 
 
 def hvp(cost: np.ndarray, direction: np.ndarray, gamma: float, smoothing: float | None = None,
-        threshold: float | None = None, bandwidth: float | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+        threshold: float | None = None, bandwidth: float | None = None, *, open_begin: bool = False,
+        open_end: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
     """Value, E = d value / d C and H Z = d E / d C applied to `direction`, for one pair.
 
     cost, direction: (n, m); returns (float, (n, m), (n, m)) in float64. `bandwidth` is in sequence
-    elements as in _reference.align_one. Needs gamma > 0 and smoothing None or > 0 (the hard forms
-    are piecewise linear: their Hessian is zero or undefined).
+    elements and `open_begin` / `open_end` are as in _reference.align_one. Needs gamma > 0 and
+    smoothing None or > 0 (the hard forms are piecewise linear: their Hessian is zero or undefined).
     """
     cost = np.asarray(cost, dtype=np.float64)
     direction = np.asarray(direction, dtype=np.float64)
@@ -108,9 +125,10 @@ def hvp(cost: np.ndarray, direction: np.ndarray, gamma: float, smoothing: float 
         raise ValueError(f"direction must have the cost's shape {cost.shape}, got {direction.shape}")
     if not gamma > 0 or (smoothing is not None and not smoothing > 0):
         raise ValueError(f"second order needs gamma > 0 and smoothing None or > 0, got {gamma} and {smoothing}")
-    _, weights, grid, _, _ = _reference._grids(cost, gamma, smoothing, threshold, bandwidth, False, False)
-    table = _reference._table(grid, gamma, threshold, bandwidth, False)
-    value = table[-1, -1]
+    _, weights, grid, top, bottom = _reference._grids(cost, gamma, smoothing, threshold, bandwidth, open_begin,
+                                                      open_end)
+    table = _reference._table(grid[top:bottom], gamma, threshold, bandwidth, open_begin)
+    value = _reference.end_value(table, gamma, open_end)[0]
     if not np.isfinite(value):
         raise ValueError("no monotone path reaches the last cell inside the band")
     smoothed_direction = direction if weights is None else _smoothing_tangent(direction, weights)
@@ -118,8 +136,10 @@ def hvp(cost: np.ndarray, direction: np.ndarray, gamma: float, smoothing: float 
     if threshold is not None:  # null cells are constants: no direction there
         grid_direction = np.zeros_like(grid)
         grid_direction[1::2, 1::2] = smoothed_direction
-    tangent = tangent_table(table, grid_direction, gamma)
-    expected, expected_dot = expected_and_tangent(table, tangent, grid_direction, gamma)
+    tangent = tangent_table(table, grid_direction[top:bottom], gamma)
+    expected, expected_dot = np.zeros_like(grid), np.zeros_like(grid)
+    expected[top:bottom], expected_dot[top:bottom] = expected_and_tangent(table, tangent, grid_direction[top:bottom],
+                                                                          gamma, open_end)
     if threshold is not None:
         expected, expected_dot = expected[1::2, 1::2], expected_dot[1::2, 1::2]
     if weights is None:
@@ -128,3 +148,19 @@ def hvp(cost: np.ndarray, direction: np.ndarray, gamma: float, smoothing: float 
     curvature = _smoothing_curvature(expected, direction, smoothed_direction, weights, smoothing)
     product = _smoothing_pullback(expected_dot, weights) + curvature
     return value, grad, product
+
+
+def run(cost: np.ndarray, direction: np.ndarray, out: np.ndarray, layout: Layout, params: Params) -> None:
+    """:func:`hvp` of every pair of `layout` in flat buffers: `out` (laid out like `cost` and `direction`)
+    receives H Z on each pair's padded region, zero outside its lengths."""
+    strides = (layout.stride_i * cost.itemsize, layout.stride_j * cost.itemsize)
+
+    def region(flat: np.ndarray, b: int, shape: tuple[int, int]) -> np.ndarray:
+        return np.lib.stride_tricks.as_strided(flat[layout.offset(b):], shape=shape, strides=strides)
+
+    for b in range(layout.n_pairs):
+        n, m = int(layout.pair_n[b]), int(layout.pair_m[b])
+        region(out, b, (layout.padded_n, layout.padded_m))[:] = 0
+        region(out, b, (n, m))[:] = hvp(region(cost, b, (n, m)), region(direction, b, (n, m)), params.gamma,
+                                        params.smoothing, params.threshold, params.bandwidth,
+                                        open_begin=params.open_begin, open_end=params.open_end)[2]

@@ -1,6 +1,7 @@
 // pybind11 module s2dtw._cpu: the CPU kernels, called with raw pointers.
 #include <algorithm>
 #include "../cpu/s2dtw_cpu.h"
+#include "../cpu/second_order.h"
 
 #include "problem_args.h"
 
@@ -21,6 +22,26 @@ void run(const std::string& dtype, uintptr_t cost, uintptr_t value, uintptr_t gr
   else
     s2dtw::cpu::run(pb, reinterpret_cast<const float*>(cost), reinterpret_cast<float*>(value),
                     reinterpret_cast<float*>(grad), num_threads);
+}
+
+// H·Z of every pair (docs/semantics.md, "Second order"): `out` laid out like `cost` and `direction`.
+void hvp(const std::string& dtype, uintptr_t cost, uintptr_t direction, uintptr_t out, int num_threads,
+         const py::handle& problem) {
+  const s2dtw::Problem pb = problem_from(problem);
+  const bool f64 = is_float64(dtype);
+  py::gil_scoped_release no_gil;
+  if (f64)
+    s2dtw::cpu::hvp(pb, reinterpret_cast<const double*>(cost), reinterpret_cast<const double*>(direction),
+                    reinterpret_cast<double*>(out), num_threads);
+  else
+    s2dtw::cpu::hvp(pb, reinterpret_cast<const float*>(cost), reinterpret_cast<const float*>(direction),
+                    reinterpret_cast<float*>(out), num_threads);
+}
+
+size_t hvp_workspace_bytes(const std::string& dtype, int num_threads, const py::handle& problem) {
+  const s2dtw::Problem pb = problem_from(problem);
+  return is_float64(dtype) ? s2dtw::cpu::hvp_workspace_bytes<double>(pb, num_threads)
+                           : s2dtw::cpu::hvp_workspace_bytes<float>(pb, num_threads);
 }
 
 // The vector exp and log at an instruction set ("avx2", "avx512") on n values at x,
@@ -53,4 +74,12 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("run", &run, "Values (and, when grad != 0, gradients w.r.t. the cost) of every pair; releases the GIL.",
         py::arg("dtype"), py::arg("cost"), py::arg("value"), py::arg("grad"), py::arg("num_threads"),
         py::arg("problem"));
+  m.def("hvp", &hvp,
+        "Hessian-vector products H·Z of every pair's value w.r.t. the cost (Z = direction, laid out like the "
+        "cost); releases the GIL.",
+        py::arg("dtype"), py::arg("cost"), py::arg("direction"), py::arg("out"), py::arg("num_threads"),
+        py::arg("problem"));
+  m.def("hvp_workspace_bytes", &hvp_workspace_bytes,
+        "Bytes of workspace hvp allocates for this problem on num_threads threads (freed when it returns).",
+        py::arg("dtype"), py::arg("num_threads"), py::arg("problem"));
 }

@@ -163,6 +163,8 @@ SimdLevel detect_simd() {
   return level;
 }
 
+}  // namespace
+
 // The kernels trust every pair to fit its padded_n x padded_m region (they index the
 // buffers with the lengths), so they check it here, whoever called: the Python side's
 // checks are skipped under torch.compile, and a length read from a wrong layout must
@@ -177,6 +179,8 @@ void check_pair_lengths(const Problem& pb) {
   }
 }
 
+namespace {
+
 // libgomp's thread pool does not survive fork(): a child (a DataLoader worker) that
 // opens a parallel region of more than one thread hangs. A forked child runs on its
 // calling thread only, as torch's own kernels do.
@@ -184,6 +188,8 @@ std::atomic<bool> forked_child{false};
 [[maybe_unused]] const int fork_handler_registered = pthread_atfork(nullptr, nullptr, [] { forked_child = true; });
 
 }  // namespace
+
+bool in_forked_child() { return forked_child; }
 
 SimdLevel simd_level() {
   static const SimdLevel cpu_level = detect_simd();
