@@ -235,3 +235,21 @@ def test_subsequence_path_is_tslearns(cpu_backend):
     assert path.path.tolist() == want_path
     value = s2dtw.soft_dtw(tx, ty, gamma=0.0, open_begin=True, open_end=True, backend=cpu_backend).item()
     assert value == path.value.item() == pytest.approx(want**2, rel=1e-6)
+
+
+def test_training_md_examples_run(cpu_backend, capsys, monkeypatch):
+    """The three blocks of docs/training.md's variants section run and print what their comments say."""
+    monkeypatch.setenv("S2DTW_BACKEND", cpu_backend)
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    section = text.split("## Exact DTW, subsequences and the symmetric matrix")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        exec(compile(block, "docs/training.md", "exec"), {})
+        printed = capsys.readouterr().out.splitlines()
+        promised = [line.split("# ")[1].split(":")[0].strip() for line in block.splitlines()
+                    if line.startswith("print(")]
+        assert printed == promised
