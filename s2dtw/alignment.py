@@ -12,6 +12,7 @@ from ._band import dense_grid_bandwidth, grid_extent
 from ._cost import Metric, compute_dtype, cost_matrix
 from ._validation import (
     Lengths,
+    check_band,
     check_cost,
     check_lengths,
     check_options,
@@ -151,6 +152,7 @@ def alignment_path(
     batch, n, m = cost.shape
     x_len = check_lengths("x_lengths", x_lengths, batch, n, cost.device)
     y_len = check_lengths("y_lengths", y_lengths, batch, m, cost.device)
+    check_band(params, x_len, y_len)  # in sequence elements, before the explicit grid's own check
     value, indicator, top = _grid_alignment(cost, x_len, y_len, 0.0, params.smoothing, params.threshold,
                                             params.bandwidth, open_begin, open_end, backend)
     return [_path_of(value[b], indicator[b], top, int(x_len[b]), int(y_len[b]), params.threshold is not None)

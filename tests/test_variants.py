@@ -132,9 +132,12 @@ def test_losses_and_soft_alignment_take_the_open_flags(cpu_backend):
 @pytest.mark.parametrize("threshold", [None, 1.0])
 @pytest.mark.parametrize("opened", OPEN, ids=OPEN_IDS)
 def test_alignment_path_is_the_reference_path(cpu_backend, smoothing, threshold, opened):
-    """Integer costs (ties everywhere), variable lengths: path, skipped counts and grid cells as the reference's;
-    soft_alignment at gamma=0 gives the same skipped counts."""
-    cost = np.random.default_rng(5).integers(-2, 3, size=(4, 4, 5)).astype(np.float64)
+    """Integer costs (ties everywhere; random ones with smoothing > 0, whose D is rounded differently by torch
+    and NumPy), variable lengths: path, skipped counts and grid cells as the reference's; soft_alignment at
+    gamma=0 gives the same skipped counts."""
+    rng = np.random.default_rng(5)
+    cost = rng.integers(-2, 3, size=(4, 4, 5)).astype(np.float64) if smoothing in (None, 0.0) else rng.normal(
+        size=(4, 4, 5))
     options = dict(smoothing=smoothing, threshold=threshold, open_begin=opened[0], open_end=opened[1])
     got = s2dtw.alignment_path(cost=torch.from_numpy(cost), x_lengths=X_LENGTHS, y_lengths=Y_LENGTHS,
                                backend=cpu_backend, **options)
@@ -152,6 +155,17 @@ def test_alignment_path_is_the_reference_path(cpu_backend, smoothing, threshold,
         assert path.x_skipped.tolist() == ref.x_skipped.tolist() and path.y_skipped.tolist() == ref.y_skipped.tolist()
         assert soft.x_skipped[b, : X_LENGTHS[b]].tolist() == ref.x_skipped.tolist()
         assert soft.y_skipped[b, : Y_LENGTHS[b]].tolist() == ref.y_skipped.tolist()
+
+
+@pytest.mark.parametrize("grid", ["weak only", "hard smoothing", "soft-dtw"])
+def test_alignment_path_in_a_band(cpu_backend, grid):
+    cost = np.random.default_rng(6).integers(-2, 3, size=(4, 4, 5)).astype(np.float64)
+    got = s2dtw.alignment_path(cost=torch.from_numpy(cost), x_lengths=X_LENGTHS, y_lengths=Y_LENGTHS, bandwidth=1.0,
+                               backend=cpu_backend, **GRIDS[grid])
+    want = _reference.paths(cost, X_LENGTHS, Y_LENGTHS, bandwidth=1.0, **GRIDS[grid])
+    assert [p.grid_cells.tolist() for p in got] == [w.grid_cells.tolist() for w in want]
+    with pytest.raises(ValueError, match=r"lengths \(4, 2\)"):  # in elements, not the explicit grid's cells
+        s2dtw.alignment_path(cost=torch.from_numpy(cost), y_lengths=[2] * 4, bandwidth=0.0, **GRIDS[grid])
 
 
 BAD = [
