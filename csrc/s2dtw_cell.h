@@ -41,7 +41,7 @@ struct Problem {
   bool weak = false;
   double threshold = 0.0;
   bool banded = false;
-  double bandwidth = 0.0;  // Sakoe-Chiba half-width, in sequence elements
+  double bandwidth = 0.0;   // Sakoe-Chiba half-width, in sequence elements
   bool open_begin = false;  // a path may start in any column of the first (cost) row
   bool open_end = false;    // ... and end in any column of the last: value = softmin over that row
   // How to run it (pinned by tests and benchmarks, else chosen per call).
@@ -156,6 +156,50 @@ S2DTW_HD Columns band_columns(int64_t P, int64_t Q, int64_t width, int64_t p) {
 S2DTW_HD bool is_cost_cell(const Problem& pb, int64_t p, int64_t q) { return !pb.weak || ((p & 1) && (q & 1)); }
 
 S2DTW_HD int64_t cost_index(const Problem& pb, int64_t p) { return pb.weak ? p >> 1 : p; }
+
+// Subsequence alignment (docs/semantics.md, Variants V4). The rows a path walks: the
+// whole grid, except that on the weak grid an open begin drops W's null row 0 and an
+// open end its null row 2n (the first / last walked rows are the first / last cost
+// rows). Walked row p is grid row p + first_walked_row(pb).
+S2DTW_HD int64_t first_walked_row(const Problem& pb) { return pb.weak && pb.open_begin ? 1 : 0; }
+S2DTW_HD int64_t walked_rows(const Problem& pb, int64_t n) {
+  return grid_extent(pb, n) - first_walked_row(pb) - (pb.weak && pb.open_end ? 1 : 0);
+}
+
+// R[0, q], the row before the first walked row: 0 at q = 0 and, with an open begin, at
+// every q (+inf otherwise). It enters the first walked row only diagonally: the kernels
+// give that row's cells +inf as their "up" predecessor.
+template <typename T>
+S2DTW_HD T start_row(const Problem& pb, int64_t q) {
+  return q == 0 || pb.open_begin ? T(0) : infinity<T>();
+}
+
+// The value from R's last walked row, row[k * stride] = R[P, k + 1] (k < Q): R[P, Q], or
+// with an open end softmin_gamma over the row (gamma = 0: the first minimum, the
+// earliest end). `weights` (nullable, same stride) receives d value / d row[k]: the seed
+// of the backward pass on that row.
+template <typename T>
+S2DTW_HD T end_value(const Problem& pb, const T* row, int64_t Q, int64_t stride, T* weights) {
+  if (!pb.open_end) {
+    if (weights)
+      for (int64_t k = 0; k < Q; ++k) weights[k * stride] = T(k == Q - 1);
+    return row[(Q - 1) * stride];
+  }
+  int64_t first = 0;
+  for (int64_t k = 1; k < Q; ++k)
+    if (row[k * stride] < row[first * stride]) first = k;
+  const T lo = row[first * stride], gamma = T(pb.gamma);
+  if (lo == infinity<T>() || gamma == T(0)) {
+    if (weights)
+      for (int64_t k = 0; k < Q; ++k) weights[k * stride] = T(k == first && lo != infinity<T>());
+    return lo;
+  }
+  T sum = 0;
+  for (int64_t k = 0; k < Q; ++k) sum += std::exp((lo - row[k * stride]) / gamma);
+  if (weights)
+    for (int64_t k = 0; k < Q; ++k) weights[k * stride] = std::exp((lo - row[k * stride]) / gamma) / sum;
+  return lo - gamma * std::log(sum);
+}
 
 // Cell (p, q) of the grid W (0-based).
 template <typename T, typename Scalar>

@@ -27,21 +27,24 @@ using Acc = double;
 // Scratch memory of one thread, sized once for the largest pair.
 template <typename Scalar>
 struct Workspace {
-  std::vector<Acc> rows;     // two rows of R in the forward pass, of E in the backward
+  std::vector<Acc> rows;     // three rows: R (and +inf) in the forward pass, E in the backward
+  std::vector<Acc> end;      // the last walked row's d value / d R (end_value's weights)
   std::vector<Scalar> tape;  // per grid cell: d softmin / d (R diagonal, R above)
 
   Workspace(const Problem& pb, bool with_grad)
-      : rows(2 * (grid_extent(pb, pb.padded_m) + 1)),
+      : rows(3 * (grid_extent(pb, pb.padded_m) + 1)),
+        end(grid_extent(pb, pb.padded_m)),
         tape(with_grad ? 2 * grid_extent(pb, pb.padded_n) * grid_extent(pb, pb.padded_m) : 0) {}
   static size_t bytes(const Problem& pb, bool with_grad) {
-    return 2 * (grid_extent(pb, pb.padded_m) + 1) * sizeof(Acc) +
+    return 4 * (grid_extent(pb, pb.padded_m) + 1) * sizeof(Acc) +
            (with_grad ? 2 * grid_extent(pb, pb.padded_n) * grid_extent(pb, pb.padded_m) * sizeof(Scalar) : 0);
   }
 };
 
-// Backward pass of one pair: E[p,q] = d value / d W[p,q], from the bottom-right
-// corner up, using the transition weights the forward pass left on the tape.
-// Each cost cell's E is then pushed through the smoothing into the gradient.
+// Backward pass of one pair: E[p,q] = d value / d W[p,q], from the last walked row
+// (seeded with end_value's weights) up, using the transition weights the forward pass
+// left on the tape. Each cost cell's E is then pushed through the smoothing into the
+// gradient. p counts the walked rows: grid row p + top.
 template <typename Scalar>
 void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar* grad, int64_t P, int64_t Q,
                    Workspace<Scalar>& ws) {
@@ -50,28 +53,24 @@ void backward_pair(const Problem& pb, const CostView<Acc, Scalar>& cost, Scalar*
   const Scalar* tape = ws.tape.data();
   auto grad_at = [&](int64_t i, int64_t j) -> Scalar& { return grad[i * pb.stride_i + j * pb.stride_j]; };
 
-  const int64_t width = band_width(pb, P, Q);
+  const int64_t width = band_width(pb, P, Q), top = first_walked_row(pb);
   for (int64_t p = P - 1; p >= 0; --p) {
     const Scalar* tape_here = tape + 2 * p * Q;
     const Scalar* tape_below = tape_here + 2 * Q;
     const Columns cols = band_columns(P, Q, width, p);
     const Columns next = p + 1 < P ? band_columns(P, Q, width, p + 1) : Columns{1, 0};
     for (int64_t q = cols.hi; q >= cols.lo; --q) {
-      Acc e = 0;
-      if (p == P - 1 && q == Q - 1) {
-        e = 1;
-      } else {
-        // The successors inside the band, each times the weight with which it came from (p, q).
-        if (q >= next.lo && q <= next.hi) e += below[q] * Acc(tape_below[2 * q + 1]);                // from above
-        if (q + 1 >= next.lo && q + 1 <= next.hi) e += below[q + 1] * Acc(tape_below[2 * (q + 1)]);  // diagonal
-        if (q + 1 <= cols.hi) {
-          const Acc from_left = Acc(1) - Acc(tape_here[2 * (q + 1)]) - Acc(tape_here[2 * (q + 1) + 1]);
-          e += here[q + 1] * std::max(from_left, Acc(0));
-        }
+      Acc e = p == P - 1 ? ws.end[q] : Acc(0);
+      // The successors inside the band, each times the weight with which it came from (p, q).
+      if (q >= next.lo && q <= next.hi) e += below[q] * Acc(tape_below[2 * q + 1]);                // from above
+      if (q + 1 >= next.lo && q + 1 <= next.hi) e += below[q + 1] * Acc(tape_below[2 * (q + 1)]);  // diagonal
+      if (q + 1 <= cols.hi) {
+        const Acc from_left = Acc(1) - Acc(tape_here[2 * (q + 1)]) - Acc(tape_here[2 * (q + 1) + 1]);
+        e += here[q + 1] * std::max(from_left, Acc(0));
       }
       here[q] = e;
-      if (e == 0 || !is_cost_cell(pb, p, q)) continue;
-      const int64_t i = cost_index(pb, p), j = cost_index(pb, q);
+      if (e == 0 || !is_cost_cell(pb, p + top, q)) continue;
+      const int64_t i = cost_index(pb, p + top), j = cost_index(pb, q);
       grad_at(i, j) += Scalar(e);
       if (pb.smooth) {
         Acc w[3];
@@ -89,25 +88,28 @@ template <typename Scalar>
 void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad, Workspace<Scalar>& ws) {
   const int64_t offset = pair_offset(pb, b);
   const CostView<Acc, Scalar> view{cost + offset, pb.stride_i, pb.stride_j};
-  const int64_t P = grid_extent(pb, pb.pair_n[b]), Q = grid_extent(pb, pb.pair_m[b]);
+  const int64_t P = walked_rows(pb, pb.pair_n[b]), Q = grid_extent(pb, pb.pair_m[b]), top = first_walked_row(pb);
   const Acc gamma = pb.gamma, inv_gamma = Acc(1) / pb.gamma;
 
-  // R[p+1][q+1] of grid cell (p, q) lives in a row at index q + 1. Outside the band
-  // R is +inf: both rows start so, and since the band's columns only move right, a
-  // row needs only the cell left of its first column reset.
+  // R[p+1][q+1] of walked cell (p, q) lives in a row at index q + 1; the first row
+  // starts from start_row, which it enters only diagonally (its "up" is the third row,
+  // +inf). Outside the band R is +inf: the rows start so, and since the band's columns
+  // only move right, a row needs only the cell left of its first column reset.
   Acc* above = ws.rows.data();
   Acc* here = above + (Q + 1);
-  std::fill(above, above + 2 * (Q + 1), infinity<Acc>());
-  above[0] = 0;
+  const Acc* no_up = here + (Q + 1);
+  std::fill(above, above + 3 * (Q + 1), infinity<Acc>());
+  for (int64_t q = 0; q < Q; ++q) above[q] = start_row<Acc>(pb, q);
   const int64_t width = band_width(pb, P, Q);
   for (int64_t p = 0; p < P; ++p) {
     const Columns cols = band_columns(P, Q, width, p);
     here[cols.lo] = infinity<Acc>();
+    const Acc* up = p == 0 ? no_up : above;
     Scalar* tape_row = grad ? ws.tape.data() + 2 * p * Q : nullptr;
     for (int64_t q = cols.lo; q <= cols.hi; ++q) {
       Acc w[3];
-      const Acc soft = softmin3(above[q], above[q + 1], here[q], gamma, inv_gamma, tape_row ? w : nullptr);
-      here[q + 1] = grid_cell(pb, view, p, q) + soft;
+      const Acc soft = softmin3(above[q], up[q + 1], here[q], gamma, inv_gamma, tape_row ? w : nullptr);
+      here[q + 1] = grid_cell(pb, view, p + top, q) + soft;
       if (tape_row) {
         tape_row[2 * q] = Scalar(w[0]);
         tape_row[2 * q + 1] = Scalar(w[1]);
@@ -115,7 +117,7 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
     }
     std::swap(above, here);
   }
-  value[b] = Scalar(above[Q]);
+  value[b] = Scalar(end_value(pb, above + 1, Q, 1, grad ? ws.end.data() : nullptr));
 
   if (grad) {
     Scalar* pair_grad = grad + offset;  // padded_n x padded_m, zero outside the pair
@@ -198,6 +200,9 @@ const char* simd_name(SimdLevel level) {
 template <typename Scalar>
 void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
   check_pair_lengths(pb);
+  // The kernels' band follows the diagonal from the first to the last cell, which an open path need not touch.
+  if (pb.banded && (pb.open_begin || pb.open_end))
+    throw std::invalid_argument("s2dtw: open_begin / open_end cannot be combined with a band");
   if (forked_child) num_threads = 1;
   const SimdLevel level = std::min(SimdLevel(std::clamp(pb.max_simd, 0, 2)), simd_level());
 #ifdef S2DTW_HAVE_SIMD

@@ -95,10 +95,10 @@ struct DiagonalWalk {
     if (skewed) return Vec::load(c_strip + (d - c_r0) * H + (s - 1 - c_r0));
     const NativeD null_cost = NativeD{} + pb.threshold;
     if (pb.smooth) {
-      const CellIndex ci = cell_index(pb.weak, iota_i, d, dg, s, d_offsets);
+      const CellIndex ci = cell_index(pb.weak, g.top, iota_i, d, dg, s, d_offsets);
       S2DTW_EACH r.v[g] = gather(ws.d.data(), ci.idx[g], ci.mask[g], null_cost);
     } else {
-      const CellIndex ci = cell_index(pb.weak, iota_i, d, dg, s, cost_offsets);
+      const CellIndex ci = cell_index(pb.weak, g.top, iota_i, d, dg, s, cost_offsets);
       S2DTW_EACH r.v[g] = gather(src, ci.idx[g], ci.mask[g], null_cost);
     }
     return r;
@@ -116,7 +116,7 @@ struct DiagonalWalk {
         ws.offset[d] = at + kLanes - dg.lo;  // slot s of diagonal d at offset[d] + s
         at += std::max<int64_t>(dg.hi - dg.lo + 1, 0) + 2 + 2 * kLanes;
       }
-      std::fill(ws.rows.begin(), ws.rows.begin() + strips * (g.Q + 2), kInf);
+      std::fill(ws.rows.begin(), ws.rows.begin() + (strips + 1) * (g.Q + 2), kInf);
       for (int64_t k = 0; k < strips; ++k) ws.progress[k].d.store(-1, std::memory_order_relaxed);
     }
     ws.barrier.wait(team);
@@ -131,9 +131,12 @@ struct DiagonalWalk {
   }
 
   // Forward of strip k. Slot r0 of a strip (row r0 - 1) comes from the strip above;
-  // above strip 0 is row -1: R[-1][-1] = 0, +inf elsewhere. Slots a strip reads outside
-  // the diagonal's cells are +inf (masked lanes, and the two set after each diagonal).
-  // The strip holding the last row writes value[b].
+  // above strip 0 is row -1, entered only diagonally: start_row as the diagonal
+  // predecessor, +inf as "up". Slots a strip reads outside the diagonal's cells are +inf
+  // (masked lanes, and the two set after each diagonal). Each strip leaves its last row
+  // in the boundary row below it; the strip holding the last row writes value[b] and
+  // the end's weights (seed). Hard: gamma = 0.
+  template <bool Hard>
   void forward_strip(int64_t k, Scalar* value, int64_t b) {
     const int64_t P = g.P, Q = g.Q;
     const int64_t r0 = k * H, r1 = std::min(P, r0 + H);
@@ -155,7 +158,7 @@ struct DiagonalWalk {
       const int64_t q = d - r0;  // row r0 - 1: column q on diagonal d - 1, q - 1 on d - 2
       if (k == 0) {
         prev1[0] = kInf;
-        prev2[0] = d == 0 ? 0.0 : kInf;
+        prev2[0] = start_row<double>(pb, d);
       } else {
         wait_for_strip(k - 1, [&](int64_t v) { return v >= d - 1; }, seen);
         prev1[r0] = q < Q ? above[q + 1] : kInf;
@@ -166,8 +169,8 @@ struct DiagonalWalk {
       if (first <= last)
         for (int64_t s = r0 + 1 + (first - r0) / kLanes * kLanes; s - 1 <= last; s += kLanes) {
           Weights<Scalar> w[2];
-          const Vec soft = softmin3(Vec::load(prev2 + s - 1), Vec::load(prev1 + s - 1), Vec::load(prev1 + s), gamma,
-                                    inv_gamma, tape_a ? w : nullptr, w + 1, nullptr);
+          const Vec soft = softmin3<Hard>(Vec::load(prev2 + s - 1), Vec::load(prev1 + s - 1), Vec::load(prev1 + s),
+                                          gamma, inv_gamma, tape_a ? w : nullptr, w + 1, nullptr);
           const Mask inside = inside_mask(iota, dg, s);
           select(inside, soft + load_cells(d, dg, s), inf).store(cur + s);
           if (tape_a) {
@@ -177,11 +180,11 @@ struct DiagonalWalk {
         }
       if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = kInf;
       if (dg.hi + 1 >= r0 && dg.hi + 1 < r1) cur[dg.hi + 2] = kInf;
-      if (k + 1 < strips && r1 - 1 >= dg.lo && r1 - 1 <= dg.hi) below[d - (r1 - 1) + 1] = cur[r1];
+      if (r1 - 1 >= dg.lo && r1 - 1 <= dg.hi) below[d - (r1 - 1) + 1] = cur[r1];
       ws.progress[k].d.store(d, std::memory_order_release);
     }
     ws.progress[k].d.store(INT64_MAX, std::memory_order_release);
-    if (r1 == P) value[b] = Scalar(buf[(g.last_d + 2) % 3][P]);
+    if (r1 == P) value[b] = Scalar(end_value(pb, below + 1, Q, 1, out ? ws.seed.data() : nullptr));
   }
 
   // Between the passes: the boundary rows hold E (0) and every strip's progress
@@ -198,8 +201,9 @@ struct DiagonalWalk {
     ws.barrier.wait(team);
   }
 
-  // Backward of strip k: E by diagonals from the corner, strips from the bottom; slot
-  // r1 + 1 of a strip (row r1) comes from the strip below. E = 0 outside the cells. A
+  // Backward of strip k: E by diagonals from the corner, strips from the bottom, the last
+  // row's cells seeded with the end's weights; slot r1 + 1 of a strip (row r1) comes from
+  // the strip below. E = 0 outside the cells. A
   // strip keeps its E by diagonal (contiguous stores; a scatter into the row-major
   // gradient is slow) and hands it, once done and still in cache, to G (with
   // smoothing) or straight to the gradient.
@@ -236,11 +240,14 @@ struct DiagonalWalk {
             e = Vec::load(next1 + s + 1) * Vec::load(b1 + s + 1) + Vec::load(next1 + s) * from_left;
           }
           if (a2) e = e + Vec::load(next2 + s + 1) * Vec::load(a2 + s + 1);
-          if (d == last_d) e = one;
           e = select(inside_mask(iota, dg, s), e, zero);
           e.store(cur + s);
           e.store(e_strip + (d - r0) * H + (s - 1 - r0));
         }
+      if (r1 == P && P - 1 >= dg.lo && P - 1 <= dg.hi) {  // the last row's cell: + its seed
+        cur[P] += ws.seed[d - (P - 1)];
+        e_strip[(d - r0) * H + (P - 1 - r0)] = Scalar(cur[P]);
+      }
       if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = 0.0;
       if (dg.hi + 1 >= r0 && dg.hi + 1 < r1) cur[dg.hi + 2] = 0.0;
       if (erow_up && r0 >= dg.lo && r0 <= dg.hi) erow_up[d - r0] = cur[r0 + 1];
@@ -280,7 +287,10 @@ void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* val
                    DiagonalWorkspace<Scalar>& ws, int tid, int team, int threads) {
   DiagonalWalk<Scalar> walk(pb, b, cost, grad, ws, tid, team, threads);
   walk.prepare();
-  for (int64_t k; (k = ws.work[kForward].take()) < walk.strips;) walk.forward_strip(k, value, b);
+  with_hard(pb.gamma == 0, [&](auto hard) {
+    for (int64_t k; (k = ws.work[kForward].take()) < walk.strips;)
+      walk.template forward_strip<decltype(hard)::value>(k, value, b);
+  });
   ws.barrier.wait(team);
   if (!grad) return;  // (the barrier above: the next pair reuses the workspace)
   walk.prepare_backward();

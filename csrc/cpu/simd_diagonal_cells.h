@@ -9,15 +9,16 @@
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {
 
-// The grid of pair b: n x m cost cells, P x Q grid cells, anti-diagonals 0..last_d,
-// the Sakoe-Chiba band's width (band_width).
+// The grid of pair b: n x m cost cells, P x Q walked grid cells (walked row p is grid
+// row p + top), anti-diagonals 0..last_d, the Sakoe-Chiba band's width (band_width).
 struct PairGrid {
-  int64_t n, m, P, Q, last_d, width;
+  int64_t n, m, P, Q, top, last_d, width;
   PairGrid(const Problem& pb, int64_t b)
       : n(pb.pair_n[b]),
         m(pb.pair_m[b]),
-        P(grid_extent(pb, n)),
+        P(walked_rows(pb, n)),
         Q(grid_extent(pb, m)),
+        top(first_walked_row(pb)),
         last_d(P + Q - 2),
         width(band_width(pb, P, Q)) {}
 };
@@ -66,14 +67,14 @@ constexpr int64_t kSkewRows = 16;
 enum Phase { kSmoothCost, kForward, kBackward, kSmoothGrad, kPhases };
 template <typename Scalar>
 struct DiagonalWorkspace {
-  Buffer<double> d, g, diags, rows;
+  Buffer<double> d, g, diags, rows, seed;
   Buffer<Scalar> tape_diag, tape_up, e_strip, c_strip;
   std::vector<int64_t> offset;
   std::unique_ptr<Progress[]> progress;
   int64_t progress_size = 0;
   SpinBarrier barrier;
   WorkCounter work[kPhases];
-  size_t bytes() const { return capacity_bytes(d, g, diags, rows, tape_diag, tape_up, e_strip, c_strip, offset); }
+  size_t bytes() const { return capacity_bytes(d, g, diags, rows, seed, tape_diag, tape_up, e_strip, c_strip, offset); }
   DiagonalWorkspace() = default;
   DiagonalWorkspace(DiagonalWorkspace&&) noexcept {}
   static int64_t diag_stride(int64_t P, int threads) { return P + strip_rows(P, threads) + 2 * kLanes + 4; }
@@ -95,6 +96,7 @@ struct DiagonalWorkspace {
     grow(offset, P + Q + 1);
     if (!pb.smooth && !pb.weak && !pb.banded) grow(c_strip, int64_t(threads) * e_strip_size(P, Q, threads));
     if (with_grad) {
+      grow(seed, Q);
       if (pb.smooth) grow(g, pb.padded_n * pb.padded_m);
       const int64_t tape = P * Q + (P + Q) * (2 * kLanes + 3);
       grow(tape_diag, tape);
@@ -106,12 +108,13 @@ struct DiagonalWorkspace {
 };
 
 // Slots [s, s + kLanes) of diagonal d: which lanes hold a cost cell inside the
-// diagonal (row p = slot - 1 in [lo, hi]), and that cell's index i * si + j * sj.
+// diagonal (walked row p = slot - 1 in [lo, hi], grid row p + top), and that cell's
+// index i * si + j * sj.
 // Lane l has p = s - 1 + l, q = d - p: the index is a scalar plus a per-lane offset
 // from a table (AVX2 has no 64-bit vector multiply; it would be emulated). With the
-// weak grid, i = p >> 1 and j = q >> 1, whose lane offsets depend on the parities of
-// s - 1 and of d - s + 1 only (p >> 1 = ((s-1) >> 1) + ((l + (s-1) & 1) >> 1),
-// q >> 1 = ((d-s+1) >> 1) - ((l + 1 - (d-s+1) & 1) >> 1)).
+// weak grid (grid row p and column q of lane l: a + l and c - l, a = s - 1 + top,
+// c = d - s + 1), i = p >> 1 and j = q >> 1, whose lane offsets depend on the parities
+// of a and c only (p >> 1 = (a >> 1) + ((l + a & 1) >> 1), q >> 1 = (c >> 1) - ((l + 1 - c & 1) >> 1)).
 struct CellIndex {
   NativeI idx[kGroup], mask[kGroup];
 };
@@ -133,19 +136,19 @@ struct LaneOffsets {
   }
 };
 // iota_i: the lane indices (lane_iota), one native register per group member.
-inline CellIndex cell_index(bool weak, const NativeI* iota_i, int64_t d, const Diagonal& dg, int64_t s,
+inline CellIndex cell_index(bool weak, int64_t top, const NativeI* iota_i, int64_t d, const Diagonal& dg, int64_t s,
                             const LaneOffsets& o) {
   CellIndex r;
-  const int64_t a = s - 1, c = d - s + 1;  // p and q of lane 0
+  const int64_t a = s - 1 + top, c = d - s + 1;  // grid row and column of lane 0
   const int64_t base = weak ? (a >> 1) * o.si + (c >> 1) * o.sj : a * o.si + c * o.sj;
   S2DTW_EACH {
     const NativeI p = iota_i[g] + a;
-    const NativeI inside = (p >= (NativeI{} + dg.lo)) & (p <= (NativeI{} + dg.hi));
+    const NativeI inside = (p >= (NativeI{} + (dg.lo + top))) & (p <= (NativeI{} + (dg.hi + top)));
     if (!weak) {
       r.idx[g] = o.step[g] + base;
       r.mask[g] = inside;
     } else {
-      const NativeI q = (NativeI{} + d) - p;
+      const NativeI q = (NativeI{} + (d + top)) - p;
       r.mask[g] = inside & (((p & q) & 1) != 0);
       r.idx[g] = o.i_half[a & 1][g] - o.j_half[c & 1][g] + base;
     }
@@ -201,7 +204,7 @@ RowSpans band_spans(const Problem& pb, const PairGrid& g, int64_t i0, int64_t ro
   RowSpans sp;
   for (int64_t k = 0; k < rows; ++k) {
     const int64_t i = i0 + k;
-    const Columns c = band_columns(g.P, g.Q, g.width, pb.weak ? 2 * i + 1 : i);
+    const Columns c = band_columns(g.P, g.Q, g.width, pb.weak ? 2 * i + 1 - g.top : i);
     sp.lo[k] = pb.weak ? c.lo / 2 : c.lo;  // 2j + 1 >= c.lo
     sp.hi[k] = std::min(pb.weak ? (c.hi - 1) >> 1 : c.hi, g.m - 1);
     T* row = dst + i * dst_si;
@@ -253,7 +256,7 @@ int64_t unskew_tiles(const T* e_strip, int64_t H, int64_t r0, int64_t i0, int64_
   return k_first;
 }
 
-// E of the cost cells (i, j) of strip rows [r0, r1) (0 outside the Sakoe-Chiba band)
+// E of the cost cells (i, j) of walked strip rows [r0, r1) (0 outside the Sakoe-Chiba band)
 // from e_strip (by diagonal, H slots each) into dst (strides dst_si, dst_sj; columns
 // [0, cols)), rows [i_first, i_last) of the cost. Groups of kSkewRows rows filled
 // diagonal by diagonal: each diagonal's run of slots is a cache line or two, while the
@@ -261,7 +264,9 @@ int64_t unskew_tiles(const T* e_strip, int64_t H, int64_t r0, int64_t i0, int64_
 template <typename Scalar, typename T>
 void unskew(const Problem& pb, const PairGrid& g, const Scalar* e_strip, int64_t H, T* dst, int64_t dst_si,
             int64_t dst_sj, int64_t cols, int64_t r0, int64_t r1) {
-  const int64_t i_first = pb.weak ? r0 / 2 : r0, i_last = std::min(g.n, pb.weak ? (r1 - 2) / 2 + 1 : r1);
+  // weak: the cost rows i whose grid row 2i + 1 is walked row 2i + 1 - top in [r0, r1)
+  const int64_t i_first = pb.weak ? (r0 + g.top) / 2 : r0;
+  const int64_t i_last = std::min(g.n, pb.weak ? floor_div(r1 + g.top - 2, 2) + 1 : r1);
   for (int64_t i0 = i_first; i0 < i_last; i0 += kSkewRows) {
     const int64_t rows = std::min(kSkewRows, i_last - i0);
     const RowSpans sp = band_spans(pb, g, i0, rows, dst, dst_si, dst_sj, cols);
@@ -272,7 +277,7 @@ void unskew(const Problem& pb, const PairGrid& g, const Scalar* e_strip, int64_t
       for (int64_t k = k_first; k < rows; ++k) {
         const int64_t i = i0 + k, j = c - i;
         if (j < sp.lo[k] || j > sp.hi[k]) continue;
-        const int64_t p = pb.weak ? 2 * i + 1 : i, q = pb.weak ? 2 * j + 1 : j;
+        const int64_t p = pb.weak ? 2 * i + 1 - g.top : i, q = pb.weak ? 2 * j + 1 : j;
         dst[i * dst_si + j * dst_sj] = T(e_strip[(p + q - r0) * H + (p - r0)]);
       }
   }

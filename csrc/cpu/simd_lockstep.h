@@ -1,8 +1,9 @@
 // The lockstep regime: many pairs. kLanes pairs (sorted by shape, so a group's shapes
 // are close) run the scalar kernel's row-by-row recursion together, one pair per lane,
-// over the group's largest grid; a lane's value is read at its own corner, and its
-// backward starts there (cells beyond its shape get E = 0). Banded groups hold one
-// shape only (the band depends on the shape).
+// over the group's largest grid; a lane's value is read on its own last row (end_value),
+// and its backward starts there (cells beyond its shape get E = 0). Banded groups hold one
+// shape only (the band depends on the shape). The hard forms (gamma = 0, smoothing = 0)
+// are compiled copies of the recursion and of the smoothing (with_hard).
 //
 // A room of simd_per_isa.h, which includes it with the library headers before it.
 #pragma once
@@ -13,20 +14,21 @@ namespace {
 // Buffers laid out [cell][lane]: the cost in the input dtype (widened to float64 as it
 // is loaded), the smoothed cost, d value / d D and the gradient through the smoothing
 // in float64, d value / d C without smoothing in the input dtype; the tape
-// [grid cell][2][lane] in the input dtype.
+// [grid cell][2][lane] in the input dtype; the last row's seed of E [column][lane].
 template <typename Scalar>
 struct LockstepWorkspace {
   Buffer<Scalar> cost, gs;
-  Buffer<double> smooth, rows, g, dc;
+  Buffer<double> smooth, rows, g, dc, seed;
   Buffer<Scalar> tape;
-  size_t bytes() const { return capacity_bytes(cost, gs, smooth, rows, g, dc, tape); }
+  size_t bytes() const { return capacity_bytes(cost, gs, smooth, rows, g, dc, seed, tape); }
   void reserve(const Problem& pb, bool with_grad) {
     const int64_t cells = pb.padded_n * pb.padded_m * kLanes;
     const int64_t P = grid_extent(pb, pb.padded_n), Q = grid_extent(pb, pb.padded_m);
     grow(cost, cells);
     if (pb.smooth) grow(smooth, cells);
-    grow(rows, 2 * (Q + 1) * kLanes);
+    grow(rows, 3 * (Q + 1) * kLanes);
     if (with_grad) {
+      grow(seed, Q * kLanes);
       if (pb.smooth) grow(g, cells);
       else grow(gs, cells);
       if (pb.smooth) grow(dc, cells);
@@ -81,7 +83,7 @@ void gather_costs(const Problem& pb, const Scalar* cost, const LockstepLanes& la
 
 // D[i, j] of every lane from the [cell][lane] cost of an (n, m) group; w (nullable)
 // receives the smoothing weights of (left, up, diagonal).
-template <typename T>
+template <bool Hard, typename T>
 inline Vec smooth_cell(const Problem& pb, const T* c, int64_t m, int64_t i, int64_t j, Vec* w) {
   const Vec here = Vec::load(c + (i * m + j) * kLanes);
   const Vec s = Vec::splat(pb.smoothing);
@@ -94,40 +96,48 @@ inline Vec smooth_cell(const Problem& pb, const T* c, int64_t m, int64_t i, int6
   const Vec up = i > 0 ? Vec::load(c + ((i - 1) * m + j) * kLanes) : inf;
   const Vec diag = i > 0 && j > 0 ? Vec::load(c + ((i - 1) * m + j - 1) * kLanes) : inf;
   return here +
-         softmin3(left, up, diag, s, Vec::splat(1.0 / pb.smoothing), w, w ? w + 1 : nullptr, w ? w + 2 : nullptr);
+         softmin3<Hard>(left, up, diag, s, Vec::splat(1.0 / pb.smoothing), w, w ? w + 1 : nullptr, w ? w + 2 : nullptr);
 }
 
 template <typename Scalar>
 const double* smooth_costs(const Problem& pb, const Scalar* cb, int64_t n, int64_t m, double* out) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < m; ++j) smooth_cell(pb, cb, m, i, j, nullptr).store(out + (i * m + j) * kLanes);
+  with_hard(pb.smoothing == 0, [&](auto hard) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < m; ++j)
+        smooth_cell<decltype(hard)::value>(pb, cb, m, i, j, nullptr).store(out + (i * m + j) * kLanes);
+  });
   return out;
 }
 
-// Forward: R rows at index q + 1 (two rows of `rows`), as the scalar kernel; the grid
-// cells from the smoothed cost sb, else the cost cb; the weights onto `tape` (nullable).
-template <typename Scalar>
+// Forward: R rows at index q + 1 (two rows of `rows`, the third +inf: the first row's
+// "up"), as the scalar kernel; the grid cells from the smoothed cost sb, else the cost
+// cb; the weights onto `tape` (nullable) and the last row's end_value weights onto
+// `seed` (with the tape). Walked row p is grid row p + top.
+template <bool Hard, typename Scalar>
 void lockstep_forward(const Problem& pb, const LockstepLanes& lanes, const Scalar* cb, const double* sb, double* rows,
-                      Scalar* tape, Scalar* value) {
+                      Scalar* tape, double* seed, Scalar* value) {
   const int64_t m = lanes.m;
-  const int64_t P = grid_extent(pb, lanes.n), Q = grid_extent(pb, m);
+  const int64_t P = walked_rows(pb, lanes.n), Q = grid_extent(pb, m), top = first_walked_row(pb);
   const int64_t width = band_width(pb, P, Q);  // banded groups hold a single shape
   const Vec gamma = Vec::splat(pb.gamma), inv_gamma = Vec::splat(1.0 / pb.gamma);
   const Vec null_cost = Vec::splat(pb.threshold);
   double* above = rows;
   double* here = above + (Q + 1) * kLanes;
-  std::fill(above, above + 2 * (Q + 1) * kLanes, kInf);
-  std::fill(above, above + kLanes, 0.0);
+  const double* no_up = here + (Q + 1) * kLanes;
+  std::fill(above, above + 3 * (Q + 1) * kLanes, kInf);
+  for (int64_t q = 0; q < Q; ++q) Vec::splat(start_row<double>(pb, q)).store(above + q * kLanes);
   for (int64_t p = 0; p < P; ++p) {
     const Columns cols = band_columns(P, Q, width, p);
     Vec::splat(kInf).store(here + cols.lo * kLanes);
+    const double* up = p == 0 ? no_up : above;
     for (int64_t q = cols.lo; q <= cols.hi; ++q) {
       Weights<Scalar> w[2];
-      const Vec soft = softmin3(Vec::load(above + q * kLanes), Vec::load(above + (q + 1) * kLanes),
-                                Vec::load(here + q * kLanes), gamma, inv_gamma, tape ? w : nullptr, w + 1, nullptr);
+      const Vec soft =
+          softmin3<Hard>(Vec::load(above + q * kLanes), Vec::load(up + (q + 1) * kLanes), Vec::load(here + q * kLanes),
+                         gamma, inv_gamma, tape ? w : nullptr, w + 1, nullptr);
       Vec cell = null_cost;
-      if (is_cost_cell(pb, p, q)) {
-        const int64_t at = (cost_index(pb, p) * m + cost_index(pb, q)) * kLanes;
+      if (is_cost_cell(pb, p + top, q)) {
+        const int64_t at = (cost_index(pb, p + top) * m + cost_index(pb, q)) * kLanes;
         cell = sb ? Vec::load(sb + at) : Vec::load(cb + at);
       }
       (soft + cell).store(here + (q + 1) * kLanes);
@@ -136,24 +146,28 @@ void lockstep_forward(const Problem& pb, const LockstepLanes& lanes, const Scala
         w[1].store(tape + ((p * Q + q) * 2 + 1) * kLanes);
       }
     }
-    for (int l = 0; l < lanes.count; ++l)
-      if (grid_extent(pb, lanes.n_of[l]) - 1 == p)
-        value[lanes.pair[l]] = Scalar(here[grid_extent(pb, lanes.m_of[l]) * kLanes + l]);
+    for (int l = 0; l < kLanes; ++l)  // every lane's seed (unused lanes repeat a pair), the used lanes' values
+      if (walked_rows(pb, lanes.n_of[l]) - 1 == p) {
+        const double v =
+            end_value(pb, here + kLanes + l, grid_extent(pb, lanes.m_of[l]), kLanes, tape ? seed + l : nullptr);
+        if (l < lanes.count) value[lanes.pair[l]] = Scalar(v);
+      }
     std::swap(above, here);
   }
 }
 
-// Backward: E rows (two rows of `rows`); a lane's E is 1 at its own corner and 0
-// beyond its grid. E of the cost cells goes to `out` ([cell][lane]): d value / d D
-// (float64, with smoothing) or d value / d C (input dtype).
+// Backward: E rows (two rows of `rows`); a lane's E starts on its own last row from
+// `seed` and is 0 beyond its grid. E of the cost cells goes to `out` ([cell][lane]):
+// d value / d D (float64, with smoothing) or d value / d C (input dtype).
 template <typename Scalar, typename G>
-void lockstep_backward(const Problem& pb, const LockstepLanes& lanes, const Scalar* tape, double* rows, G* out) {
+void lockstep_backward(const Problem& pb, const LockstepLanes& lanes, const Scalar* tape, const double* seed,
+                       double* rows, G* out) {
   const int64_t n = lanes.n, m = lanes.m;
-  const int64_t P = grid_extent(pb, n), Q = grid_extent(pb, m);
+  const int64_t P = walked_rows(pb, n), Q = grid_extent(pb, m), top = first_walked_row(pb);
   const int64_t width = band_width(pb, P, Q);
   double lane_last_p[kLanes], lane_last_q[kLanes];
   for (int l = 0; l < kLanes; ++l) {
-    lane_last_p[l] = double(grid_extent(pb, lanes.n_of[l]) - 1);
+    lane_last_p[l] = double(walked_rows(pb, lanes.n_of[l]) - 1);
     lane_last_q[l] = double(grid_extent(pb, lanes.m_of[l]) - 1);
   }
   const Vec last_p = Vec::load(lane_last_p), last_q = Vec::load(lane_last_q);
@@ -169,6 +183,7 @@ void lockstep_backward(const Problem& pb, const LockstepLanes& lanes, const Scal
     const Columns next = p + 1 < P ? band_columns(P, Q, width, p + 1) : Columns{1, 0};
     const Vec pv = Vec::splat(double(p));
     const Mask row_in = less(pv, last_p + one), row_last = equal(pv, last_p);
+    const bool some_last = std::find(lane_last_p, lane_last_p + kLanes, double(p)) != lane_last_p + kLanes;
     for (int64_t q = cols.hi; q >= cols.lo; --q) {
       Vec e = zero;
       if (q >= next.lo && q <= next.hi)
@@ -180,11 +195,10 @@ void lockstep_backward(const Problem& pb, const LockstepLanes& lanes, const Scal
             one - Vec::load(tape_here + 2 * (q + 1) * kLanes) - Vec::load(tape_here + (2 * (q + 1) + 1) * kLanes);
         e = e + Vec::load(here + (q + 1) * kLanes) * vmax(from_left, zero);
       }
-      const Vec qv = Vec::splat(double(q));
-      e = select(row_last & equal(qv, last_q), one, e);
-      e = select(row_in & less(qv, last_q + one), e, zero);
+      if (some_last) e = select(row_last, e + Vec::load(seed + q * kLanes), e);
+      e = select(row_in & less(Vec::splat(double(q)), last_q + one), e, zero);
       e.store(here + q * kLanes);
-      if (is_cost_cell(pb, p, q)) e.store(out + (cost_index(pb, p) * m + cost_index(pb, q)) * kLanes);
+      if (is_cost_cell(pb, p + top, q)) e.store(out + (cost_index(pb, p + top) * m + cost_index(pb, q)) * kLanes);
     }
     std::swap(below, here);
   }
@@ -199,16 +213,18 @@ const double* smooth_gradient(const Problem& pb, const Scalar* cb, const double*
     double* at = out + (i * m + j) * kLanes;
     (Vec::load(at) + v).store(at);
   };
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < m; ++j) {
-      const Vec gij = Vec::load(gb + (i * m + j) * kLanes);
-      Vec w[3];
-      smooth_cell(pb, cb, m, i, j, w);
-      add(i, j, gij);
-      if (j > 0) add(i, j - 1, gij * w[0]);
-      if (i > 0) add(i - 1, j, gij * w[1]);
-      if (i > 0 && j > 0) add(i - 1, j - 1, gij * w[2]);
-    }
+  with_hard(pb.smoothing == 0, [&](auto hard) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < m; ++j) {
+        const Vec gij = Vec::load(gb + (i * m + j) * kLanes);
+        Vec w[3];
+        smooth_cell<decltype(hard)::value>(pb, cb, m, i, j, w);
+        add(i, j, gij);
+        if (j > 0) add(i, j - 1, gij * w[0]);
+        if (i > 0) add(i - 1, j, gij * w[1]);
+        if (i > 0 && j > 0) add(i - 1, j - 1, gij * w[2]);
+      }
+  });
   return out;
 }
 
@@ -247,13 +263,16 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
   gather_costs(pb, cost, lanes, cb);
   const double* sb = pb.smooth ? smooth_costs(pb, cb, n, m, ws.smooth.data()) : nullptr;
   Scalar* tape = grad ? ws.tape.data() : nullptr;
-  lockstep_forward(pb, lanes, cb, sb, ws.rows.data(), tape, value);
+  double* seed = grad ? ws.seed.data() : nullptr;
+  with_hard(pb.gamma == 0, [&](auto hard) {
+    lockstep_forward<decltype(hard)::value>(pb, lanes, cb, sb, ws.rows.data(), tape, seed, value);
+  });
   if (!grad) return;
   if (pb.smooth) {
-    lockstep_backward(pb, lanes, tape, ws.rows.data(), ws.g.data());
+    lockstep_backward(pb, lanes, tape, seed, ws.rows.data(), ws.g.data());
     write_back(pb, grad, lanes, smooth_gradient(pb, cb, ws.g.data(), n, m, ws.dc.data()));
   } else {
-    lockstep_backward(pb, lanes, tape, ws.rows.data(), ws.gs.data());
+    lockstep_backward(pb, lanes, tape, seed, ws.rows.data(), ws.gs.data());
     write_back(pb, grad, lanes, static_cast<const Scalar*>(ws.gs.data()));
   }
 }

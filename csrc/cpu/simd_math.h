@@ -49,6 +49,11 @@ struct Mask {
     S2DTW_EACH r.v[g] = a.v[g] & b.v[g];
     return r;
   }
+  friend Mask operator~(const Mask& a) {
+    Mask r;
+    S2DTW_EACH r.v[g] = ~a.v[g];
+    return r;
+  }
 };
 
 struct Vec {
@@ -336,5 +341,53 @@ __attribute__((always_inline)) inline Vec softmin3(const Vec& a, const Vec& b, c
 // takes its exp / log in float32), float64 lanes otherwise.
 template <typename Scalar>
 using Weights = std::conditional_t<std::is_same_v<Scalar, float>, VecF, Vec>;
+
+// 1 where m is set, else 0, as weights of either kind.
+inline void indicator(const Mask& m, Vec* w) { *w = select(m, Vec::splat(1.0), Vec::splat(0.0)); }
+inline void indicator(const Mask& m, VecF* w) {
+  VecF one, zero;
+  for (int h = 0; h < kGroup / 2; ++h) {
+    one.v[h] = WideF{} + 1.0f;
+    zero.v[h] = WideF{};
+  }
+  *w = select(m, one, zero);
+}
+
+// softmin_0 (gamma = 0, docs/semantics.md Variants V1/V2), lane by lane, as s2dtw::softmin3
+// at gamma 0: the minimum, and as weights the one-hot of the FIRST minimal argument of
+// (a, b, c); all three +inf gives +inf and zero weights. Compares and selects only. WC is
+// W* or std::nullptr_t (no third weight).
+template <typename W, typename WC>
+__attribute__((always_inline)) inline Vec hardmin3(const Vec& a, const Vec& b, const Vec& c, W* wa, W* wb, WC wc) {
+  Vec lo;
+  S2DTW_EACH {
+    const NativeD ab = a.v[g] < b.v[g] ? a.v[g] : b.v[g];
+    lo.v[g] = c.v[g] < ab ? c.v[g] : ab;
+  }
+  if (wa) {
+    const Mask reached = less(lo, Vec::splat(kInf));
+    const Mask first = reached & equal(a, lo), second = reached & ~first & equal(b, lo);
+    indicator(first, wa);
+    indicator(second, wb);
+    if constexpr (!std::is_null_pointer_v<WC>)
+      if (wc) indicator(reached & ~first & ~second, wc);
+  }
+  return lo;
+}
+
+// The softmin of a kernel compiled for one form: Hard (gamma = 0) or soft. A kernel is
+// compiled once per form and picked once per call (with_hard), not per cell.
+template <bool Hard, typename W, typename WC>
+__attribute__((always_inline)) inline Vec softmin3(const Vec& a, const Vec& b, const Vec& c, const Vec& gamma,
+                                                   const Vec& inv_gamma, W* wa, W* wb, WC wc) {
+  if constexpr (Hard) return hardmin3(a, b, c, wa, wb, wc);
+  else return softmin3(a, b, c, gamma, inv_gamma, wa, wb, wc);
+}
+
+// body(std::true_type{}) when hard, else body(std::false_type{}): the form as a compile-time switch.
+template <typename Body>
+inline decltype(auto) with_hard(bool hard, Body&& body) {
+  return hard ? body(std::true_type{}) : body(std::false_type{});
+}
 
 }  // namespace s2dtw::cpu::S2DTW_SIMD_NS
