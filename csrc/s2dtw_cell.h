@@ -176,13 +176,13 @@ S2DTW_HD T start_row(const Problem& pb, int64_t q) {
 
 // The value from R's last walked row, row[k * stride] = R[P, k + 1] (k < Q): R[P, Q], or
 // with an open end softmin_gamma over the row (gamma = 0: the first minimum, the
-// earliest end). `weights` (nullable, same stride) receives d value / d row[k]: the seed
-// of the backward pass on that row.
+// earliest end). `weights` (nullable, same stride, holding zeros) receives d value /
+// d row[k], the seed of the backward pass on that row: only its non-zero entries are
+// written (closed: the last one).
 template <typename T>
 S2DTW_HD T end_value(const Problem& pb, const T* row, int64_t Q, int64_t stride, T* weights) {
   if (!pb.open_end) {
-    if (weights)
-      for (int64_t k = 0; k < Q; ++k) weights[k * stride] = T(k == Q - 1);
+    if (weights) weights[(Q - 1) * stride] = T(1);
     return row[(Q - 1) * stride];
   }
   int64_t first = 0;
@@ -190,8 +190,7 @@ S2DTW_HD T end_value(const Problem& pb, const T* row, int64_t Q, int64_t stride,
     if (row[k * stride] < row[first * stride]) first = k;
   const T lo = row[first * stride], gamma = T(pb.gamma);
   if (lo == infinity<T>() || gamma == T(0)) {
-    if (weights)
-      for (int64_t k = 0; k < Q; ++k) weights[k * stride] = T(k == first && lo != infinity<T>());
+    if (weights && lo != infinity<T>()) weights[first * stride] = T(1);
     return lo;
   }
   T sum = 0;

@@ -117,6 +117,7 @@ void align_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value,
     }
     std::swap(above, here);
   }
+  if (grad) std::fill(ws.end.begin(), ws.end.end(), Acc(0));
   value[b] = Scalar(end_value(pb, above + 1, Q, 1, grad ? ws.end.data() : nullptr));
 
   if (grad) {

@@ -184,7 +184,9 @@ struct DiagonalWalk {
       ws.progress[k].d.store(d, std::memory_order_release);
     }
     ws.progress[k].d.store(INT64_MAX, std::memory_order_release);
-    if (r1 == P) value[b] = Scalar(end_value(pb, below + 1, Q, 1, out ? ws.seed.data() : nullptr));
+    if (r1 != P) return;
+    if (out) std::fill(ws.seed.data(), ws.seed.data() + Q, 0.0);
+    value[b] = Scalar(end_value(pb, below + 1, Q, 1, out ? ws.seed.data() : nullptr));
   }
 
   // Between the passes: the boundary rows hold E (0) and every strip's progress

@@ -126,6 +126,10 @@ void lockstep_forward(const Problem& pb, const LockstepLanes& lanes, const Scala
   const double* no_up = here + (Q + 1) * kLanes;
   std::fill(above, above + 3 * (Q + 1) * kLanes, kInf);
   for (int64_t q = 0; q < Q; ++q) Vec::splat(start_row<double>(pb, q)).store(above + q * kLanes);
+  if (seed) std::fill(seed, seed + Q * kLanes, 0.0);
+  int64_t end_row[kLanes];  // each lane's last walked row
+  for (int l = 0; l < kLanes; ++l) end_row[l] = walked_rows(pb, lanes.n_of[l]) - 1;
+  const int64_t first_end = *std::min_element(end_row, end_row + kLanes);
   for (int64_t p = 0; p < P; ++p) {
     const Columns cols = band_columns(P, Q, width, p);
     Vec::splat(kInf).store(here + cols.lo * kLanes);
@@ -146,10 +150,11 @@ void lockstep_forward(const Problem& pb, const LockstepLanes& lanes, const Scala
         w[1].store(tape + ((p * Q + q) * 2 + 1) * kLanes);
       }
     }
-    for (int l = 0; l < kLanes; ++l)  // every lane's seed (unused lanes repeat a pair), the used lanes' values
-      if (walked_rows(pb, lanes.n_of[l]) - 1 == p) {
+    // On a lane's last row: every lane's seed (unused lanes repeat a pair), the used lanes' values.
+    for (int l = 0; p >= first_end && l < kLanes; ++l)
+      if (end_row[l] == p) {
         const double v =
-            end_value(pb, here + kLanes + l, grid_extent(pb, lanes.m_of[l]), kLanes, tape ? seed + l : nullptr);
+            end_value(pb, here + kLanes + l, grid_extent(pb, lanes.m_of[l]), kLanes, seed ? seed + l : nullptr);
         if (l < lanes.count) value[lanes.pair[l]] = Scalar(v);
       }
     std::swap(above, here);
@@ -171,6 +176,8 @@ void lockstep_backward(const Problem& pb, const LockstepLanes& lanes, const Scal
     lane_last_q[l] = double(grid_extent(pb, lanes.m_of[l]) - 1);
   }
   const Vec last_p = Vec::load(lane_last_p), last_q = Vec::load(lane_last_q);
+  const double first_last_p = *std::min_element(lane_last_p, lane_last_p + kLanes);
+  const double last_last_p = *std::max_element(lane_last_p, lane_last_p + kLanes);
   const Vec zero = Vec::splat(0.0), one = Vec::splat(1.0);
   // Without weak alignment or a band every cell is written below.
   if (pb.weak || pb.banded) std::fill(out, out + n * m * kLanes, G(0));
@@ -183,7 +190,7 @@ void lockstep_backward(const Problem& pb, const LockstepLanes& lanes, const Scal
     const Columns next = p + 1 < P ? band_columns(P, Q, width, p + 1) : Columns{1, 0};
     const Vec pv = Vec::splat(double(p));
     const Mask row_in = less(pv, last_p + one), row_last = equal(pv, last_p);
-    const bool some_last = std::find(lane_last_p, lane_last_p + kLanes, double(p)) != lane_last_p + kLanes;
+    const bool some_last = double(p) >= first_last_p && double(p) <= last_last_p;  // (row_last picks the lanes)
     for (int64_t q = cols.hi; q >= cols.lo; --q) {
       Vec e = zero;
       if (q >= next.lo && q <= next.hi)
