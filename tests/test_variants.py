@@ -59,6 +59,21 @@ def test_integer_costs_at_gamma_zero_are_exact_with_the_tie_rule(cpu_backend, sm
     np.testing.assert_array_equal(grad, want_grad)
 
 
+@pytest.mark.parametrize("threshold", [None, 1.0])
+def test_float32_integer_costs_at_gamma_zero_are_exact(cpu_backend, threshold):
+    """float32 costs, float32 transition weights: small integer sums and 0/1 weights are still exact."""
+    cost = np.random.default_rng(8).integers(-2, 3, size=(4, 4, 5)).astype(np.float64)
+    options = dict(gamma=0.0, smoothing=0.0, threshold=threshold, open_begin=True, open_end=True)
+    c = torch.tensor(cost, dtype=torch.float32, requires_grad=True)
+    value = s2dtw.s2dtw(cost=c, x_lengths=X_LENGTHS, y_lengths=Y_LENGTHS, backend=cpu_backend, **options)
+    (grad,) = torch.autograd.grad(value.sum(), c)
+    want_value, want_grad = _reference.align(cost, X_LENGTHS, Y_LENGTHS, 0.0, 0.0, threshold, open_begin=True,
+                                             open_end=True)
+    assert value.dtype == grad.dtype == torch.float32
+    np.testing.assert_array_equal(value.detach().double().numpy(), want_value)
+    np.testing.assert_array_equal(grad.double().numpy(), want_grad)
+
+
 @pytest.mark.parametrize("gamma", [0.0, 0.5])
 @pytest.mark.parametrize("opened", OPEN[1:], ids=OPEN_IDS[1:])
 def test_pairwise_all_pairs_layout(cpu_backend, gamma, opened):
