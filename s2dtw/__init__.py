@@ -10,16 +10,18 @@ from pathlib import Path as _Path
 
 from ._dispatch import backends
 from ._source_tree import warn_if_stale as _warn_if_stale
-from .alignment import SoftAlignment, plot_alignment, soft_alignment
+from .alignment import AlignmentPath, SoftAlignment, alignment_path, plot_alignment, soft_alignment
 from .barycenter import barycenter
 from .functional import pairwise, s2dtw, soft_dtw
 from .losses import S2DTWContrastiveLoss, S2DTWLoss, SoftDTWLoss
 
 __all__ = [
+    "AlignmentPath",
     "S2DTWContrastiveLoss",
     "S2DTWLoss",
     "SoftAlignment",
     "SoftDTWLoss",
+    "alignment_path",
     "backends",
     "barycenter",
     "pairwise",

@@ -181,7 +181,8 @@ def _run_numpy(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | Non
         n, m, offset = int(layout.pair_n[b]), int(layout.pair_m[b]), layout.offset(b)
         region = np.lib.stride_tricks.as_strided(flat[offset:], shape=(n, m), strides=strides)
         value[b], region_grad = _reference.align_one(region, params.gamma, params.smoothing, params.threshold,
-                                                     params.bandwidth)
+                                                     params.bandwidth, open_begin=params.open_begin,
+                                                     open_end=params.open_end)
         if grad_flat is not None:
             np.lib.stride_tricks.as_strided(grad_flat[offset:], shape=(n, m), strides=strides)[:] = region_grad
 

@@ -20,7 +20,7 @@ def smoothed_cost(cost: torch.Tensor, smoothing: float | None) -> torch.Tensor:
     D[0, 0] = C[0, 0] - smoothing * ln 3. The origin's neighbours are set *before* the logsumexp, so no
     logsumexp ever sees three infinities (its gradient is NaN there) and +inf stands for "outside" exactly:
     a finite stand-in such as 1e4 would compete with real costs of that size. `smoothing=None` returns the
-    cost itself.
+    cost itself, `smoothing=0` adds the neighbours' minimum.
     """
     if smoothing is None:
         return cost
@@ -30,6 +30,8 @@ def smoothed_cost(cost: torch.Tensor, smoothing: float | None) -> torch.Tensor:
     origin = torch.zeros(n, m, dtype=torch.bool, device=cost.device)
     origin[0, 0] = True
     neighbours = neighbours.masked_fill(origin, 0.0)
+    if smoothing == 0:  # the hard minimum (docs/semantics.md, "Variants" V2): D[0, 0] = C[0, 0]
+        return cost + neighbours.amin(0)
     return cost - smoothing * torch.logsumexp(-neighbours / smoothing, dim=0)
 
 

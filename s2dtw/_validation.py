@@ -40,39 +40,63 @@ def _real(name: str, v: object) -> float:
     return float(v)
 
 
-def check_positive(name: str, v: object) -> float:
-    """A finite number > 0 whose reciprocal is finite too (the kernels divide by it)."""
+def check_positive(name: str, v: object, allow_zero: bool = False) -> float:
+    """A finite number > 0 (or exactly 0 with `allow_zero`: the hard minimum) whose reciprocal is finite too
+    (the kernels divide by it)."""
     value = _real(name, v)
+    if allow_zero and value == 0:
+        return 0.0
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {v!r}")
     if not math.isfinite(1 / value):
-        raise ValueError(f"{name}={v!r} is too small: 1/{name} overflows float64 (use {name} >= 1e-300)")
+        raise ValueError(f"{name}={v!r} is too small: 1/{name} overflows float64 (use {name} >= 1e-300"
+                         f"{' or exactly 0' if allow_zero else ''})")
     return value
 
 
+def _flag(name: str, v: object) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {v!r}")
+    return bool(v)
+
+
 def check_params(
-    gamma: float, smoothing: float | None, threshold: float | None, bandwidth: float | None = None
+    gamma: float, smoothing: float | None, threshold: float | None, bandwidth: float | None = None,
+    open_begin: bool = False, open_end: bool = False, *, allow_zero: bool = True,
 ) -> Params:
+    """The alignment's parameters (docs/semantics.md); `gamma` / `smoothing` 0 are the hard minima
+    ("Variants" V1, V2) unless `allow_zero` is False (a caller that needs a smooth objective)."""
     width = None if bandwidth is None else _real("bandwidth", bandwidth)
     if width is not None and not (math.isfinite(width) and width >= 0):
         raise ValueError(f"bandwidth must be a finite number >= 0 or None, got {bandwidth!r}")
     null_cost = None if threshold is None else _real("threshold", threshold)
     if null_cost is not None and not math.isfinite(null_cost):
         raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
+    open_begin, open_end = _flag("open_begin", open_begin), _flag("open_end", open_end)
+    if width is not None and (open_begin or open_end):
+        raise ValueError("open_begin/open_end cannot be combined with a band (bandwidth): the band follows the "
+                         "diagonal from the first to the last cell, which an open (subsequence) path need not touch")
     return Params(
-        gamma=check_positive("gamma", gamma),
-        smoothing=None if smoothing is None else check_positive("smoothing", smoothing),
+        gamma=check_positive("gamma", gamma, allow_zero),
+        smoothing=None if smoothing is None else check_positive("smoothing", smoothing, allow_zero),
         threshold=null_cost,
         bandwidth=width,
+        open_begin=open_begin,
+        open_end=open_end,
     )
 
 
-def check_options(metric: object, normalize: object, backend: object) -> None:
-    """The non-numeric options, checked when given (a loss's constructor), not at the first forward."""
+def check_options(metric: object, normalize: object, backend: object, params: Params | None = None) -> None:
+    """The non-numeric options, checked when given (a loss's constructor), not at the first forward.
+
+    With `params`, also the rule that the divergence has no subsequence form (docs/semantics.md, V4).
+    """
     if not callable(metric) and metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
-    if not isinstance(normalize, (bool, np.bool_)):
-        raise TypeError(f"normalize must be a bool, got {normalize!r}")
+    _flag("normalize", normalize)
+    if normalize and params is not None and (params.open_begin or params.open_end):
+        raise ValueError("normalize=True cannot be combined with open_begin/open_end: a subsequence value treats x "
+                         "and y differently, so the divergence's S(x, x) and S(y, y) have no matching meaning")
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS} (or None: the default)")
 

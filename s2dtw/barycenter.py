@@ -93,7 +93,7 @@ def barycenter(
         :class:`Barycenter` (barycenter, lengths, objective, n_iter, converged), on the input's device, in
         its dtype, detached (no gradient flows back to ``sequences``).
     """
-    params = check_params(gamma, smoothing, threshold, bandwidth)
+    params = check_params(gamma, smoothing, threshold, bandwidth, allow_zero=False)  # L-BFGS needs a smooth objective
     check_options(metric, False, backend)
     _check_iterations(max_iter, tol, memory)
     one_set = isinstance(sequences, torch.Tensor) and sequences.dim() == 3

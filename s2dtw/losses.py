@@ -27,12 +27,13 @@ def _check_reduction(reduction: str) -> str:
 
 
 def _checked_options(gamma: float, smoothing: float | None, threshold: float | None, metric: Metric,
-                     bandwidth: float | None, normalize: bool, backend: str | None) -> dict:
+                     bandwidth: float | None, normalize: bool, backend: str | None, open_begin: bool,
+                     open_end: bool) -> dict:
     """A loss's keyword arguments for functional.s2dtw / pairwise, checked when the loss is made."""
-    check_params(gamma, smoothing, threshold, bandwidth)
-    check_options(metric, normalize, backend)
+    check_options(metric, normalize, backend, check_params(gamma, smoothing, threshold, bandwidth, open_begin,
+                                                           open_end))
     return dict(gamma=gamma, smoothing=smoothing, threshold=threshold, metric=metric, bandwidth=bandwidth,
-                normalize=normalize, backend=backend)
+                normalize=normalize, open_begin=open_begin, open_end=open_end, backend=backend)
 
 
 class S2DTWLoss(torch.nn.Module):
@@ -52,9 +53,12 @@ class S2DTWLoss(torch.nn.Module):
         bandwidth: float | None = None,
         normalize: bool = False,
         backend: str | None = None,
+        open_begin: bool = False,
+        open_end: bool = False,
     ):
         super().__init__()
-        self.options = _checked_options(gamma, smoothing, threshold, metric, bandwidth, normalize, backend)
+        self.options = _checked_options(gamma, smoothing, threshold, metric, bandwidth, normalize, backend,
+                                        open_begin, open_end)
         self.reduction = _check_reduction(reduction)
 
     def forward(
@@ -78,8 +82,10 @@ class SoftDTWLoss(S2DTWLoss):
         bandwidth: float | None = None,
         normalize: bool = False,
         backend: str | None = None,
+        open_begin: bool = False,
+        open_end: bool = False,
     ):
-        super().__init__(gamma, None, None, metric, reduction, bandwidth, normalize, backend)
+        super().__init__(gamma, None, None, metric, reduction, bandwidth, normalize, backend, open_begin, open_end)
 
 
 def _gather(t: torch.Tensor, differentiable: bool) -> torch.Tensor:
@@ -126,9 +132,12 @@ class S2DTWContrastiveLoss(torch.nn.Module):
         bandwidth: float | None = None,
         normalize: bool = False,
         backend: str | None = None,
+        open_begin: bool = False,
+        open_end: bool = False,
     ):
         super().__init__()
-        self.options = _checked_options(gamma, smoothing, threshold, metric, bandwidth, normalize, backend)
+        self.options = _checked_options(gamma, smoothing, threshold, metric, bandwidth, normalize, backend,
+                                        open_begin, open_end)
         check_positive("temperature", temperature)
         self.temperature, self.symmetric, self.gather = temperature, symmetric, gather
 

@@ -1,0 +1,115 @@
+"""Symmetric all-pairs: ``s2dtw.pairwise(x)`` (the pairs i <= j, mirrored) against ``pairwise(x, x)`` (all B²).
+
+Both run in the same process, interleaved round by round (one call of each per round, in alternating order), so
+load on the machine hits both alike; the figure to read is the ratio of the medians, time(pairwise(x)) /
+time(pairwise(x, x)): the B(B+1)/2 alignments of B² predict (B+1)/(2B), a little over one half, for the
+dynamic programme (both build the same all-pairs cost GEMM). Wall-clock and process CPU time are both
+recorded: on a loaded machine the CPU time (all threads of this process) is the steadier one.
+
+    python benchmarks/pairwise_bench.py              # writes benchmarks/results/pairwise_<date>.md
+    python benchmarks/pairwise_bench.py --rounds 5 --out /tmp/pairwise.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from machine import load_average, machine_info, s2dtw_build, simd_level
+
+import s2dtw
+
+# (B, N, d): S2DTW defaults (weak grid), float32, x of B sequences of N elements
+SHAPES = [(64, 8, 512), (32, 32, 64), (16, 64, 16)]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(call) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    call()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(shape: tuple[int, int, int], rounds: int, backward: bool, backend: str | None) -> dict:
+    """Medians (s) of both calls over `rounds` interleaved rounds, after one warm-up call of each."""
+    b, n, d = shape
+    x = torch.nn.functional.normalize(torch.randn(b, n, d), dim=-1).requires_grad_(backward)
+
+    def half() -> None:
+        value = s2dtw.pairwise(x, backend=backend)
+        if backward:
+            value.sum().backward()
+
+    def full() -> None:
+        value = s2dtw.pairwise(x, x, backend=backend)
+        if backward:
+            value.sum().backward()
+
+    half(), full()
+    times: dict[str, list[tuple[float, float]]] = {"half": [], "full": []}
+    for r in range(rounds):
+        order = (("half", half), ("full", full)) if r % 2 == 0 else (("full", full), ("half", half))
+        for name, call in order:
+            times[name].append(timed(call))
+    wall = {name: statistics.median(t[0] for t in runs) for name, runs in times.items()}
+    cpu = {name: statistics.median(t[1] for t in runs) for name, runs in times.items()}
+    return {"half": wall["half"], "full": wall["full"], "ratio": wall["half"] / wall["full"],
+            "cpu_ratio": cpu["half"] / cpu["full"], "predicted": (b + 1) / (2 * b)}
+
+
+def report(rows: list[tuple[tuple[int, int, int], str, dict]], command: str, started: str, load_before: str,
+           rounds: int, threads: int) -> str:
+    info = machine_info(threads)
+    lines = [
+        f"# pairwise(x) vs pairwise(x, x) ({started} UTC)",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {info['model']} ({info['cpus']} CPUs), s2dtw SIMD level {simd_level()}, {threads} torch "
+        f"thread(s); torch {torch.__version__}, Python {info['python']}; s2dtw {s2dtw_build()}",
+        f"- Load average (1, 5, 15 min) before: {load_before}; after: {load_average()}. Absolute times on a "
+        "shared machine are noisy; the ratio compares interleaved calls of the same process.",
+        f"- S2DTW defaults (gamma 0.1, smoothing 0.1, threshold 0.5, neg_dot), float32, L2-normalised random x; "
+        f"median of {rounds} interleaved rounds after a warm-up. Predicted ratio: (B+1)/(2B) alignments.",
+        "",
+        "| B, N, d | pass | pairwise(x) ms | pairwise(x, x) ms | ratio (wall) | ratio (CPU time) | predicted |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for (b, n, d), kind, row in rows:
+        lines.append(f"| {b}, {n}, {d} | {kind} | {1e3 * row['half']:.2f} | {1e3 * row['full']:.2f} | "
+                     f"{row['ratio']:.2f} | {row['cpu_ratio']:.2f} | {row['predicted']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per shape (default 15)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument("--backend", default=None, help="s2dtw backend (default: the CPU default)")
+    parser.add_argument("--out", type=Path, default=None, help="the report (default results/pairwise_<date>.md)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    load_before = load_average()
+    rows = []
+    for shape in SHAPES:
+        for backward, kind in ((False, "forward"), (True, "forward + backward")):
+            rows.append((shape, kind, measure(shape, args.rounds, backward, args.backend)))
+            print(shape, kind, f"ratio {rows[-1][2]['ratio']:.3f} (CPU time {rows[-1][2]['cpu_ratio']:.3f})",
+                  flush=True)
+    command = "python benchmarks/pairwise_bench.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    out = args.out or RESULTS / f"pairwise_{started[:10]}.md"
+    out.write_text(report(rows, command.strip(), started, load_before, args.rounds, args.threads))
+    print(out.read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()
