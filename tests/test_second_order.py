@@ -109,20 +109,8 @@ def test_gradgradcheck_pairwise_and_a_band_through_the_features():
         lambda a, b: s2dtw.s2dtw(a, b, gamma=0.5, bandwidth=1.0, backend="cpp", **lengths), (x, y))
 
 
-def first_order_has_open_flags(backend):
-    """Whether `backend`'s first-order kernel implements open_begin/open_end (issue #16, landing in parallel)."""
-    cost = next(batch(7))
-    params = CONFIGS["open both"]
-    value, _ = _dispatch.run(backend, cost, problem(cost, params), False)
-    expected = _reference.align(cost.numpy(), X_LENGTHS, Y_LENGTHS, params.gamma, params.smoothing,
-                                params.threshold, open_begin=True, open_end=True)[0]
-    return np.allclose(value.numpy(), expected, rtol=1e-10)
-
-
 @pytest.mark.parametrize("name", ["open both", "open end, smoothing"])
 def test_gradgradcheck_with_open_begin_and_end(backend, name):
-    if not first_order_has_open_flags(backend):
-        pytest.skip(f"the {backend} first-order kernel has no open_begin/open_end yet (issue #16)")
     cost = next(batch(8)).requires_grad_()
     layout = Layout.batched(cost, torch.tensor(X_LENGTHS), torch.tensor(Y_LENGTHS))
     assert torch.autograd.gradgradcheck(lambda c: _op.align(c, layout, CONFIGS[name], backend), (cost,))
