@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._problem import BACKENDS, SIMD_NAMES, Problem, Switches, read_switches
+from ._problem import BACKENDS, SIMD_NAMES, Layout, Problem, Switches, read_switches
 
 _CPU_BACKENDS = ("cpp", "numba", "numpy")
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
@@ -148,10 +148,14 @@ def _run_cpp(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None,
                threads, problem)
 
 
-def _run_cuda(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, problem: Problem) -> None:
-    layout = problem.layout
-    if layout.pair_n.device != cost.device or layout.pair_m.device != cost.device:  # the kernel reads them there
+def _check_lengths_device(layout: Layout, cost: torch.Tensor) -> None:
+    """The CUDA kernels read the pair lengths on the cost's device."""
+    if layout.pair_n.device != cost.device or layout.pair_m.device != cost.device:
         raise ValueError(f"pair lengths on {layout.pair_n.device} / {layout.pair_m.device} for a cost on {cost.device}")
+
+
+def _run_cuda(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, problem: Problem) -> None:
+    _check_lengths_device(problem.layout, cost)
     module, dtype = _load("cuda"), _DTYPE_NAMES[cost.dtype]
     with torch.cuda.device(cost.device):
         workspace = torch.empty(module.workspace_bytes(dtype, grad is not None, problem), dtype=torch.uint8,
@@ -202,9 +206,7 @@ def run(backend: str, cost: torch.Tensor, problem: Problem,
     `cost` must be contiguous float32 / float64 on the backend's device.
     """
     layout = problem.layout
-    if min(layout.ints()) < 0 or (layout.n_pairs and layout.extent() > cost.numel()):
-        raise ValueError(f"s2dtw: the layout {layout.ints()} of {layout.n_pairs} pairs does not fit a cost "
-                         f"buffer of {cost.numel()} elements")
+    layout.check_fits(cost.numel())
     value = torch.empty(layout.n_pairs, dtype=cost.dtype, device=cost.device)
     grad = torch.empty_like(cost) if need_grad else None
     _RUNNERS[backend](cost, value, grad, problem)
@@ -217,9 +219,7 @@ def _hvp_cpp(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, pro
 
 
 def _hvp_cuda(cost: torch.Tensor, direction: torch.Tensor, out: torch.Tensor, problem: Problem) -> None:
-    layout = problem.layout
-    if layout.pair_n.device != cost.device or layout.pair_m.device != cost.device:  # the kernel reads them there
-        raise ValueError(f"pair lengths on {layout.pair_n.device} / {layout.pair_m.device} for a cost on {cost.device}")
+    _check_lengths_device(problem.layout, cost)
     module, dtype = _load("cuda"), _DTYPE_NAMES[cost.dtype]
     with torch.cuda.device(cost.device):
         workspace = torch.empty(module.hvp_workspace_bytes(dtype, problem), dtype=torch.uint8, device=cost.device)
@@ -267,9 +267,7 @@ def run_hvp(backend: str, cost: torch.Tensor, direction: torch.Tensor, problem: 
                          f"must match the cost ({tuple(cost.shape)}, {cost.dtype}, {cost.device})")
     if not (cost.is_contiguous() and direction.is_contiguous()):
         raise ValueError("s2dtw: run_hvp needs a contiguous cost and direction")
-    if min(layout.ints()) < 0 or (layout.n_pairs and layout.extent() > cost.numel()):
-        raise ValueError(f"s2dtw: the layout {layout.ints()} of {layout.n_pairs} pairs does not fit a cost "
-                         f"buffer of {cost.numel()} elements")
+    layout.check_fits(cost.numel())
     out = torch.zeros_like(cost)  # a layout need not cover the whole buffer: the rest is zero, not garbage
     _HVP_RUNNERS[backend](cost, direction, out, problem)
     return out

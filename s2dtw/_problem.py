@@ -99,6 +99,12 @@ class Layout:
         return 1 + last_x * self.stride_x + last_y * self.stride_y + (self.padded_n - 1) * self.stride_i + (
             self.padded_m - 1) * self.stride_j
 
+    def check_fits(self, numel: int) -> None:
+        """Every pair's region inside a buffer of `numel` elements (checked before any kernel reads it)."""
+        if min(self.ints()) < 0 or (self.n_pairs and self.extent() > numel):
+            raise ValueError(f"s2dtw: the layout {self.ints()} of {self.n_pairs} pairs does not fit a cost "
+                             f"buffer of {numel} elements")
+
     def ints(self) -> list[int]:
         """Every field but the lengths, in order (what the custom op takes)."""
         return [getattr(self, f.name) for f in dataclasses.fields(self)[2:]]
