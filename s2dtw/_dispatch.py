@@ -258,10 +258,7 @@ def run_hvp(backend: str, cost: torch.Tensor, direction: torch.Tensor, problem: 
     piecewise linear: no Hessian), before any kernel runs.
     """
     params, layout = problem.params, problem.layout
-    if not params.gamma > 0 or (params.smoothing is not None and not params.smoothing > 0):
-        raise ValueError(f"s2dtw: second-order gradients need gamma > 0 and smoothing None or > 0, got gamma="
-                         f"{params.gamma} and smoothing={params.smoothing}: the hard minima (exact DTW, hard "
-                         "smoothing) are piecewise linear in the cost, their Hessian is zero or undefined")
+    params.check_second_order()
     if direction.shape != cost.shape or direction.dtype != cost.dtype or direction.device != cost.device:
         raise ValueError(f"s2dtw: the direction ({tuple(direction.shape)}, {direction.dtype}, {direction.device}) "
                          f"must match the cost ({tuple(cost.shape)}, {cost.dtype}, {cost.device})")

@@ -148,15 +148,13 @@ def hvp(cost: np.ndarray, direction: np.ndarray, out: np.ndarray, problem: Probl
     says (float32 or float64, computed in float64). Raises ValueError for gamma == 0, smoothing == 0, or a
     pair whose end no monotone path reaches."""
     layout, params = problem.layout, problem.params
-    if not params.gamma > 0 or (params.smoothing is not None and not params.smoothing > 0):
-        raise ValueError(f"s2dtw: second order needs gamma > 0 and smoothing None or > 0, got {params.gamma} "
-                         f"and {params.smoothing}")
+    params.check_second_order()
     if layout.n_pairs == 0:
         return
     optional = [(v is not None, 0.0 if v is None else float(v))
                 for v in (params.smoothing, params.threshold, params.bandwidth)]
     # float64 in and out (one compiled specialisation; the recursion is float64 anyway)
-    result = out if out.dtype == np.float64 else np.empty(out.shape)
+    result = out if out.dtype == np.float64 else np.zeros(out.shape)  # zero where no pair is
     cost, direction = cost.astype(np.float64, copy=False), direction.astype(np.float64, copy=False)
     unreached = np.full(1, -1, np.int64)
     _kernel(cost, direction, result, layout.pair_n.numpy(), layout.pair_m.numpy(), *map(int, layout.ints()),

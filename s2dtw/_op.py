@@ -123,11 +123,7 @@ class _ScaledGrad(torch.autograd.Function):
     def backward(ctx, upstream: torch.Tensor):
         grad, grad_value, cost = ctx.saved_tensors
         params = ctx.params
-        if not params.gamma > 0 or (params.smoothing is not None and not params.smoothing > 0):
-            raise ValueError(f"s2dtw: second-order gradients (create_graph=True, then differentiating the gradient) "
-                             f"need gamma > 0 and smoothing None or > 0, got gamma={params.gamma} and smoothing="
-                             f"{params.smoothing}: the hard minima are piecewise linear in the cost, their Hessian "
-                             "is zero or undefined")
+        params.check_second_order()  # before any graph is built: the hard forms have no Hessian
         d_cost, d_value = _SecondOrder.apply(upstream, grad, grad_value, cost, ctx.layout, params, ctx.backend)
         return None, d_value, d_cost, None, None, None
 

@@ -41,6 +41,15 @@ class Params:
         list; the validated values are never NaN)."""
         return [math.nan if v is None else float(v) for v in dataclasses.astuple(self)]
 
+    def check_second_order(self) -> None:
+        """Second order needs the soft minima: the hard ones (gamma=0, smoothing=0) are piecewise linear in the
+        cost, their Hessian zero or undefined (docs/semantics.md, "Second order")."""
+        if not self.gamma > 0 or (self.smoothing is not None and not self.smoothing > 0):
+            raise ValueError(f"s2dtw: second-order gradients (differentiating a gradient taken with create_graph="
+                             f"True) need gamma > 0 and smoothing None or > 0, got gamma={self.gamma} and smoothing="
+                             f"{self.smoothing}: the hard minima are piecewise linear in the cost, their Hessian is "
+                             "zero or undefined")
+
     @staticmethod
     def from_floats(values: list[float]) -> Params:
         *numbers, open_begin, open_end = values

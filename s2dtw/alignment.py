@@ -23,7 +23,8 @@ from ._validation import (
 
 
 class SoftAlignment(NamedTuple):
-    """What :func:`soft_alignment` returns (tensors detached, in the compute dtype)."""
+    """What :func:`soft_alignment` returns, in the compute dtype: in the autograd graph of the inputs when they
+    require grad and grad mode is on (a loss on the alignment trains, by second order), else detached."""
 
     value: torch.Tensor  # (B,) the S2DTW / soft-DTW values
     alignment: torch.Tensor  # (B, N, M) expected alignment, d value / d cost
@@ -41,20 +42,22 @@ class AlignmentPath(NamedTuple):
     grid_cells: torch.Tensor  # (L_W, 2) every cell (p, q) of the grid walked (the (2n+1, 2m+1) weak grid's)
 
 
-def _detached_cost(x: Any, y: Any, cost: Any, metric: Metric) -> torch.Tensor:
-    """The (B, N, M) cost of the call, checked, detached, in the compute dtype."""
+def _cost_of(x: Any, y: Any, cost: Any, metric: Metric) -> torch.Tensor:
+    """The (B, N, M) cost of the call, checked, in the compute dtype, in the graph of x, y or the given cost."""
     if not uses_cost(x, y, cost):
         x, y = check_sequences(x, y)
         compute = compute_dtype(x.dtype)
-        cost = cost_matrix(x.detach().to(compute), y.detach().to(compute), metric)
-    cost = check_cost(cost).detach()
+        cost = cost_matrix(x.to(compute), y.to(compute), metric)
+    cost = check_cost(cost)
     return cost.to(compute_dtype(cost.dtype))
 
 
 def _grid_alignment(cost: torch.Tensor, x_len: torch.Tensor, y_len: torch.Tensor, gamma: float,
                     smoothing: float | None, threshold: float | None, bandwidth: float | None, open_begin: bool,
-                    open_end: bool, backend: str | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Values (B,) and d value / d grid of the grid the recursion walks, built explicitly as a plain cost.
+                    open_end: bool, backend: str | None,
+                    create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Values (B,) and d value / d grid of the grid the recursion walks, built explicitly as a plain cost
+    (`create_graph`: both in the graph of `cost`, else detached).
 
     On the weak grid an open begin / end drops W's null row 0 / 2n (docs/semantics.md, "Variants" V4), so the
     returned (B, rows, cols) gradient starts at W's row `top`; pair b's walked grid is its top-left corner.
@@ -65,12 +68,14 @@ def _grid_alignment(cost: torch.Tensor, x_len: torch.Tensor, y_len: torch.Tensor
         top = int(open_begin)
         rows, cols = grid_extent(True, x_len) - top - int(open_end), grid_extent(True, y_len)
         grid, bandwidth = grid[:, top:], dense_grid_bandwidth(bandwidth)
-    grid = grid.contiguous().requires_grad_()
+    grid = grid.contiguous()
+    if not grid.requires_grad:
+        grid.requires_grad_()
     with torch.enable_grad():
         value = functional.soft_dtw(cost=grid, gamma=gamma, x_lengths=rows, y_lengths=cols, bandwidth=bandwidth,
                                     open_begin=open_begin, open_end=open_end, backend=backend)
-        (expected,) = torch.autograd.grad(value.sum(), grid)
-    return value.detach(), expected, top
+        (expected,) = torch.autograd.grad(value.sum(), grid, create_graph=create_graph)
+    return (value if create_graph else value.detach()), expected, top
 
 
 def soft_alignment(
@@ -95,25 +100,34 @@ def soft_alignment(
     probability-weighted share of the soft path through (i, j). With the weak alignment on,
     ``x_skipped[b, i]`` is the expected number of null cells the path takes in x_i's row of the
     (2N+1, 2M+1) grid (how much x_i is skipped rather than matched), ``y_skipped`` likewise for
-    columns. For looking at: the skip masses come from the dense grid, built explicitly.
+    columns (the skip masses come from the dense grid, built explicitly).
+
+    When x, y (or `cost`) require grad and grad mode is on, every returned tensor stays in their graph, so a
+    loss on the alignment trains (e.g. DILATE's temporal term ``(alignment * (i - j) ** 2).sum()``): its
+    backward is one Hessian-vector product per pair (docs/second_order.md; needs gamma > 0 and smoothing None
+    or > 0). Otherwise the results are detached.
     """
     check_options(metric, False, backend, check_params(gamma, smoothing, threshold, bandwidth, open_begin, open_end))
-    cost = _detached_cost(x, y, cost, metric).requires_grad_()
+    cost = _cost_of(x, y, cost, metric)
+    differentiable = torch.is_grad_enabled() and cost.requires_grad
+    if not differentiable:
+        cost = cost.detach().requires_grad_()
     options: dict[str, Any] = dict(gamma=gamma, x_lengths=x_lengths, y_lengths=y_lengths, bandwidth=bandwidth,
                                    open_begin=open_begin, open_end=open_end, backend=backend)
     with torch.enable_grad():
         value = functional.s2dtw(cost=cost, smoothing=smoothing, threshold=threshold, **options)
-        (alignment,) = torch.autograd.grad(value.sum(), cost)
+        (alignment,) = torch.autograd.grad(value.sum(), cost, create_graph=differentiable)
+    value = value if differentiable else value.detach()
     if threshold is None:
-        return SoftAlignment(value.detach(), alignment, None, None)
+        return SoftAlignment(value, alignment, None, None)
     batch, n, m = cost.shape
     x_len = check_lengths("x_lengths", x_lengths, batch, n, cost.device)
     y_len = check_lengths("y_lengths", y_lengths, batch, m, cost.device)
-    _, expected, top = _grid_alignment(cost.detach(), x_len, y_len, gamma, smoothing, threshold, bandwidth,
-                                       open_begin, open_end, backend)
+    _, expected, top = _grid_alignment(cost if differentiable else cost.detach(), x_len, y_len, gamma, smoothing,
+                                       threshold, bandwidth, open_begin, open_end, backend, differentiable)
     # x_i's row of W is 2i+1, i.e. row 2i+1-top of `expected`; y_j's column is 2j+1
     x_rows = expected[:, 1 - top :: 2, 0::2].sum(-1)[:, :n]
-    return SoftAlignment(value.detach(), alignment, x_rows, expected[:, top::2, 1::2].sum(-2))
+    return SoftAlignment(value, alignment, x_rows, expected[:, top::2, 1::2].sum(-2))
 
 
 def alignment_path(
@@ -148,7 +162,7 @@ def alignment_path(
     if params.gamma != 0:
         raise ValueError(f"alignment_path is the exact (gamma=0) path, got gamma={gamma!r}; for gamma > 0 "
                          "soft_alignment gives the expected alignment")
-    cost = _detached_cost(x, y, cost, metric)
+    cost = _cost_of(x, y, cost, metric).detach()
     batch, n, m = cost.shape
     x_len = check_lengths("x_lengths", x_lengths, batch, n, cost.device)
     y_len = check_lengths("y_lengths", y_lengths, batch, m, cost.device)
@@ -198,7 +212,7 @@ def plot_alignment(cost: torch.Tensor, result: SoftAlignment, index: int = 0, pa
         axes[0].plot(cells[:, 1], cells[:, 0], "w.-", label="optimal path (gamma=0)")
         axes[0].legend(loc="lower left")
     if skips:
-        x_skip, y_skip = result.x_skipped[index].cpu().numpy(), result.y_skipped[index].cpu().numpy()
+        x_skip, y_skip = (t[index].detach().cpu().numpy() for t in (result.x_skipped, result.y_skipped))
         axes[2].bar(range(len(x_skip)), x_skip, label="x elements (rows)", alpha=0.7)
         axes[2].bar(range(len(y_skip)), y_skip, label="y elements (columns)", alpha=0.7)
         axes[2].set(title="skipped mass (null cells)", xlabel="index")

@@ -269,7 +269,12 @@ def test_batched_variants_use_each_pairs_lengths(opened):
         assert found[b].x_skipped.shape == (n,) and found[b].y_skipped.shape == (m,)
 
 
-tslearn_metrics = pytest.importorskip("tslearn.metrics")
+
+
+@pytest.fixture(scope="module")
+def tslearn_metrics():
+    """tslearn.metrics (the comparisons with it skip where it is not installed; nothing else does)."""
+    return pytest.importorskip("tslearn.metrics")
 
 
 def sqeuclidean(x, y):
@@ -284,7 +289,7 @@ def tslearn(fn, x, y):
 
 @pytest.mark.parametrize(("n", "m", "d"), [(1, 1, 1), (5, 5, 2), (4, 9, 3), (8, 3, 1)])
 @pytest.mark.parametrize("integer", [False, True])
-def test_hard_dtw_is_tslearns_dtw_squared_with_its_path(n, m, d, integer):
+def test_hard_dtw_is_tslearns_dtw_squared_with_its_path(n, m, d, integer, tslearn_metrics):
     """tslearn's dtw is the square root of the gamma=0 value on the sqeuclidean cost; its dtw_path backtracks with
     the same preference (diagonal, up, left), so on integer data (many exact ties) the paths agree too."""
     rng = np.random.default_rng(n * 100 + m)
@@ -299,7 +304,7 @@ def test_hard_dtw_is_tslearns_dtw_squared_with_its_path(n, m, d, integer):
 
 @pytest.mark.parametrize(("n", "m"), [(1, 4), (3, 9), (4, 4)])
 @pytest.mark.parametrize("integer", [False, True])
-def test_open_begin_and_end_is_tslearns_subsequence_dtw(n, m, integer):
+def test_open_begin_and_end_is_tslearns_subsequence_dtw(n, m, integer, tslearn_metrics):
     """Non-negative costs: walking the first row before the start only adds cost, so tslearn's subsequence DTW
     (which never walks it) gives the same path (earliest end, latest start on ties). Its torch backend sums in
     float32: the value is checked along its path in float64, and loosely against its own."""

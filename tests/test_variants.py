@@ -228,7 +228,12 @@ def test_plot_alignment_draws_the_optimal_path(tmp_path):
     np.testing.assert_array_equal(line.get_xydata(), best[1].path.numpy()[:, ::-1])
 
 
-tslearn_metrics = pytest.importorskip("tslearn.metrics")  # the tests below compare with tslearn
+
+
+@pytest.fixture(scope="module")
+def tslearn_metrics():
+    """tslearn.metrics (the comparisons with it skip where it is not installed; nothing else does)."""
+    return pytest.importorskip("tslearn.metrics")
 
 
 def tslearn(fn, x, y):
@@ -238,7 +243,7 @@ def tslearn(fn, x, y):
 
 
 @pytest.mark.parametrize("integer", [False, True])
-def test_exact_dtw_and_path_are_tslearns(cpu_backend, integer):
+def test_exact_dtw_and_path_are_tslearns(cpu_backend, integer, tslearn_metrics):
     """soft_dtw(gamma=0) is tslearn's dtw squared (sqeuclidean); alignment_path its dtw_path, ties included."""
     rng = np.random.default_rng(6)
     for n, m in [(1, 3), (5, 5), (4, 7), (6, 2)]:
@@ -253,7 +258,7 @@ def test_exact_dtw_and_path_are_tslearns(cpu_backend, integer):
         assert path.path.tolist() == tslearn(tslearn_metrics.dtw_path, x, y)[0]
 
 
-def test_subsequence_path_is_tslearns(cpu_backend):
+def test_subsequence_path_is_tslearns(cpu_backend, tslearn_metrics):
     """Non-negative costs: open_begin + open_end is tslearn's subsequence DTW (earliest end, latest start)."""
     rng = np.random.default_rng(7)
     x, y = rng.integers(0, 3, size=(3, 1)).astype(np.float64), rng.integers(0, 3, size=(9, 1)).astype(np.float64)
