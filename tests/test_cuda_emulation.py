@@ -243,7 +243,7 @@ def test_float32_accuracy_small_gamma(emulated, monkeypatch, variant):
 
 
 # docs/semantics.md "Variants" (V1 gamma = 0, V2 smoothing = 0, V4 open_begin / open_end), against the NumPy
-# reference (the C++ kernel is not the oracle here: its open flags are another change).
+# reference directly (the oracle the C++ kernel is tested against too, in tests/test_variants_cpp.py).
 OPEN = {"closed": (False, False), "open_begin": (True, False), "open_end": (False, True), "open_both": (True, True)}
 # Each variant with its own smoothing and, where it smooths, with the hard one (smoothing = 0).
 SMOOTHINGS = [(v, s) for v in VARIANTS for s in ("own", "hard") if s == "own" or VARIANTS[v]["smoothing"]]
