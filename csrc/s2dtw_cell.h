@@ -178,7 +178,8 @@ S2DTW_HD T start_row(const Problem& pb, int64_t q) {
 // with an open end softmin_gamma over the row (gamma = 0: the first minimum, the
 // earliest end). `weights` (nullable, same stride, holding zeros) receives d value /
 // d row[k], the seed of the backward pass on that row: only its non-zero entries are
-// written (closed: the last one).
+// written (closed: the last one). The CPU and CUDA kernels' one rule (CUDA: once per
+// pair, by one thread, in float64).
 template <typename T>
 S2DTW_HD T end_value(const Problem& pb, const T* row, int64_t Q, int64_t stride, T* weights) {
   if (!pb.open_end) {

@@ -98,7 +98,7 @@ const Acc* forward(const Pair<Scalar>& pr, Workspace<Scalar>& ws) {
   Acc* tangent = ws.tangent.data();
   std::fill(above, above + 2 * stride, infinity<Acc>());
   std::fill(tangent, tangent + (pr.P + 1) * stride, Acc(0));
-  std::fill(above, above + (pb.open_begin ? stride : 1), Acc(0));  // R's row 0: the start(s)
+  for (int64_t q = 0; q <= Q; ++q) above[q] = start_row<Acc>(pb, q);  // R's row 0: the start(s)
   for (int64_t p = 0; p < pr.P; ++p) {
     const Columns cols = band_columns(pr.P, Q, pr.width, p);
     here[cols.lo] = infinity<Acc>();
@@ -124,20 +124,15 @@ const Acc* forward(const Pair<Scalar>& pr, Workspace<Scalar>& ws) {
   return above;
 }
 
-// E and dot E of the last row: E[P, Q] = 1 for a closed end; an open end's softmin over the row
-// seeds E with its weights and dot E with their tangents. False when no path reaches the end.
+// E and dot E of the last row: E holds end_value's weights (a closed end: E[P, Q] = 1; an open
+// end: its softmin's), dot E their tangents. False when no path reaches the end.
 bool seed_end(const Problem& pb, const Acc* last, const Acc* t_last, int64_t Q, Acc* e, Acc* de) {
   std::fill(e, e + Q, Acc(0));
   std::fill(de, de + Q, Acc(0));
-  if (!pb.open_end) {
-    e[Q - 1] = 1;
-    return last[Q] != infinity<Acc>();
-  }
-  const Acc lo = *std::min_element(last + 1, last + Q + 1);
-  if (lo == infinity<Acc>()) return false;
-  Acc total = 0, mean = 0;
-  for (int64_t q = 0; q < Q; ++q) total += e[q] = std::exp((lo - last[q + 1]) / pb.gamma);
-  for (int64_t q = 0; q < Q; ++q) mean += (e[q] /= total) * t_last[q + 1];
+  if (end_value(pb, last + 1, Q, 1, e) == infinity<Acc>()) return false;
+  if (!pb.open_end) return true;
+  Acc mean = 0;
+  for (int64_t q = 0; q < Q; ++q) mean += e[q] * t_last[q + 1];
   for (int64_t q = 0; q < Q; ++q) de[q] = -e[q] / pb.gamma * (t_last[q + 1] - mean);
   return true;
 }
@@ -207,8 +202,7 @@ template <typename Scalar>
 bool hvp_pair(const Problem& pb, int64_t b, const Scalar* cost, const Scalar* direction, Scalar* out,
               Workspace<Scalar>& ws) {
   const int64_t offset = pair_offset(pb, b), n = pb.pair_n[b], m = pb.pair_m[b];
-  const int64_t top = pb.weak && pb.open_begin, bottom = grid_extent(pb, n) - (pb.weak && pb.open_end);
-  const int64_t P = bottom - top, Q = grid_extent(pb, m);
+  const int64_t top = first_walked_row(pb), P = walked_rows(pb, n), Q = grid_extent(pb, m);
   const Pair<Scalar> pr{pb,
                         {cost + offset, pb.stride_i, pb.stride_j},
                         {direction + offset, pb.stride_i, pb.stride_j},

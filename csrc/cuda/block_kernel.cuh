@@ -47,7 +47,7 @@ struct BlockPair {
   Tape2<Scalar>* tape;  // the pair's (kGrad)
   double* smem;         // forward: 2 T doubles; backward: 2 T Pubs
   int P, Q, t, T;
-  int row0;  // W's row of walked row 0 (walked_rows; 0 without kVariant)
+  int row0;  // W's row of walked row 0 (first_walked_row; 0 without kVariant)
 
   // Double buffers in shared memory, by the parity of the step s.
   __device__ __forceinline__ double* sbuf(int s) const { return (s & 1) ? smem + T : smem; }
@@ -111,9 +111,10 @@ struct BlockPair {
   // weights seed the backward. Then a barrier: the strip's last thread reads them there.
   __device__ __forceinline__ void open_end_value() const {
     if (t == 0) {
-      double* seeds = rowbuf + 4 * int64_t(Q);
-      value[b] = Scalar(end_softmin([&](int q) { return rowbuf[q + 1]; }, Q, k.gamma<double>(), k.hard_gamma, kGrad,
-                                    [&](int q) -> double& { return seeds[q]; }));
+      double* seeds = kGrad ? rowbuf + 4 * int64_t(Q) : nullptr;  // end_value writes only the non-zero ones
+      if constexpr (kGrad)
+        for (int q = 0; q < Q; ++q) seeds[q] = 0.0;
+      value[b] = Scalar(end_value(pb, rowbuf + 1, Q, 1, seeds));
     }
     __syncthreads();
   }
@@ -204,8 +205,8 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int t = threadIdx.x, T = blockDim.x;
   int64_t n, m;
   const bool ok = pair_lengths(pb, b, n, m);
-  const Rows rows = kVariant ? walked_rows(pb, n) : Rows{0, int(grid_extent(pb, n))};
-  const int P = rows.count, Q = int(grid_extent(pb, m));
+  const int P = int(kVariant ? walked_rows(pb, n) : grid_extent(pb, n)), Q = int(grid_extent(pb, m));
+  const int row0 = kVariant ? int(first_walked_row(pb)) : 0;
   const int64_t offset = pair_offset(pb, b);
   Scalar* g = kGrad ? grad + offset : nullptr;
   if constexpr (kGrad) zero_padding(pb, g, n, m, t, T);
@@ -230,7 +231,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                                                 Q,
                                                 t,
                                                 T,
-                                                rows.first};
+                                                row0};
   for (int top = 0; top < P; top += T) pair.forward_strip(top);
   if constexpr (kVariant)
     if (pb.open_end) pair.open_end_value();

@@ -30,43 +30,6 @@ __device__ __forceinline__ bool pair_lengths(const Problem& pb, int64_t b, int64
   return ok;
 }
 
-// The rows of W a pair's paths walk: [first, first + count). All of them, but on the weak grid an open
-// begin / end drops null row 0 / 2n: the first / last grid rows are the first / last cost rows
-// (docs/semantics.md, V4). The kernels number the walked rows 0..count-1 (row p is W's first + p).
-struct Rows {
-  int first, count;
-};
-__device__ __forceinline__ Rows walked_rows(const Problem& pb, int64_t n) {
-  const int drop_top = pb.weak && pb.open_begin, drop_bottom = pb.weak && pb.open_end;
-  return {drop_top, int(grid_extent(pb, n)) - drop_top - drop_bottom};
-}
-
-// An open end's value: softmin_g over the last row's R, row(0..Q-1), in float64 for both dtypes (once per
-// pair); with_seeds: its weights into seed(q), the backward's E on that row. g = 0: the first minimum (the
-// earliest end), one-hot. A row of +inf only: +inf and zero weights.
-template <typename Row, typename Seed>
-__device__ __forceinline__ double end_softmin(const Row& row, int Q, const Scale<double>& g, bool hard, bool with_seeds,
-                                              const Seed& seed) {
-  double lo = infinity<double>();
-  int first = 0;
-  for (int q = 0; q < Q; ++q)
-    if (row(q) < lo) lo = row(q), first = q;
-  if (lo == infinity<double>() || hard) {
-    if (with_seeds)
-      for (int q = 0; q < Q; ++q) seed(q) = lo != infinity<double>() && q == first ? 1.0 : 0.0;
-    return lo;
-  }
-  double sum = 0.0;
-  for (int q = 0; q < Q; ++q) {
-    const double e = exp((lo - row(q)) * g.scale);
-    sum += e;
-    if (with_seeds) seed(q) = e;
-  }
-  if (with_seeds)
-    for (int q = 0; q < Q; ++q) seed(q) /= sum;
-  return lo - g.back * log(sum);
-}
-
 // Zero the part of a pair's padded_n x padded_m gradient region outside its n x m
 // cells, threads `first`, `first + step`, ... of the caller sharing the work.
 template <typename Scalar>

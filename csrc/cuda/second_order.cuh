@@ -78,7 +78,7 @@ struct HvpPair {
   // R's row 0 and column 0 (an open begin: row 0 all zero), their tangents 0; items first, first + step, ...
   __device__ void init_borders(int first, int step) const {
     for (int q = first; q <= Q; q += step) {
-      R(0, q) = (q == 0 || pb.open_begin) ? 0.0 : infinity<double>();
+      R(0, q) = start_row<double>(pb, q);
       dot_R(0, q) = 0.0;
     }
     for (int p = 1 + first; p <= P; p += step) {
@@ -103,6 +103,7 @@ struct HvpPair {
 
   // E and dot E of the last walked row before the backward: a closed end E = 1 at the corner; an open end
   // the weights u_q of softmin_gamma over the row and their tangents -(u_q / gamma)(dot R[P, q] - sum u dot R).
+  // Not s2dtw_cell.h's end_value (the same u_q): its float64 divisions cost the block kernel 40 B of spills.
   __device__ void seed_end() const {
     for (int q = 1; q <= Q; ++q) E(P, q) = dot_E(P, q) = 0.0;
     if (!pb.open_end) {
@@ -170,7 +171,7 @@ template <typename Scalar>
 __device__ HvpPair<Scalar> make_pair(const Problem& pb, const HvpLayout& L, const Scalar* cost, const Scalar* direction,
                                      int64_t offset, double* s, int64_t stride, int64_t n, int64_t m) {
   const int full_rows = int(grid_extent(pb, n)), Q = int(grid_extent(pb, m));
-  const int top = pb.weak && pb.open_begin, bottom = full_rows - int(pb.weak && pb.open_end);
+  const int top = int(first_walked_row(pb)), P = int(walked_rows(pb, n));
   return {pb,
           {cost + offset, pb.stride_i, pb.stride_j},
           {direction + offset, pb.stride_i, pb.stride_j},
@@ -180,7 +181,7 @@ __device__ HvpPair<Scalar> make_pair(const Problem& pb, const HvpLayout& L, cons
           n,
           m,
           band_width(pb, full_rows, Q),
-          bottom - top,
+          P,
           Q,
           top,
           full_rows,

@@ -29,7 +29,7 @@ struct ThreadPair {
   Scalar* g;  // the pair's gradient (kGrad)
   int64_t m, width;
   int P, Q, Qpad;
-  int row0;  // W's row of walked row 0 (walked_rows; 0 without kVariant)
+  int row0;  // W's row of walked row 0 (first_walked_row; 0 without kVariant)
 
   __device__ __forceinline__ int64_t seeds() const { return 4 * int64_t(Qpad); }
 
@@ -60,9 +60,11 @@ struct ThreadPair {
         left = r;
       }
     }
-    if (kVariant && pb.open_end)
-      return end_softmin([&](int q) { return S(q + 1); }, Q, k.gamma<double>(), k.hard_gamma, kGrad,
-                         [&](int q) -> double& { return S(seeds() + q); });
+    if (kVariant && pb.open_end) {  // end_value writes only the non-zero seeds
+      if constexpr (kGrad)
+        for (int q = 0; q < Q; ++q) S(seeds() + q) = 0.0;
+      return end_value(pb, &S(1), Q, S.n_pairs, kGrad ? &S(seeds()) : static_cast<double*>(nullptr));
+    }
     return S(Q);  // the last row's band always ends at the corner
   }
 
@@ -146,8 +148,8 @@ __global__ void __launch_bounds__(kThreadBlock)
   if (b >= NP) return;
   int64_t n, m;
   const bool ok = pair_lengths(pb, b, n, m);
-  const Rows rows = kVariant ? walked_rows(pb, n) : Rows{0, int(grid_extent(pb, n))};
-  const int P = rows.count, Q = int(grid_extent(pb, m));
+  const int P = int(kVariant ? walked_rows(pb, n) : grid_extent(pb, n)), Q = int(grid_extent(pb, m));
+  const int row0 = kVariant ? int(first_walked_row(pb)) : 0;
   const int64_t offset = pair_offset(pb, b);
   Scalar* g = kGrad ? grad + offset : nullptr;
   if constexpr (kGrad) zero_padding(pb, g, n, m, 0, 1);
@@ -159,8 +161,7 @@ __global__ void __launch_bounds__(kThreadBlock)
   if constexpr (kGrad)
     if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, 0, 1);
   const ThreadPair<Scalar, kGrad, kVariant> pair{
-      pb,   k,         {cost + offset, pb.stride_i, pb.stride_j}, {scratch, NP, b}, {tape, NP, b}, g, m, width, P, Q,
-      Qpad, rows.first};
+      pb, k, {cost + offset, pb.stride_i, pb.stride_j}, {scratch, NP, b}, {tape, NP, b}, g, m, width, P, Q, Qpad, row0};
   value[b] = Scalar(pair.forward());
   if constexpr (kGrad) pair.backward();
 }
