@@ -212,8 +212,8 @@ def _upper_pairs_cost(x: torch.Tensor, metric: Metric, groups: int = 4) -> torch
     """The (K, N, N) costs of the pairs i <= j of x (B, N, d), K = B(B+1)/2, in triu_indices order.
 
     x is cut into `groups` groups of sequences; each group is one metric call (one GEMM) against itself and
-    the groups after it, which is (1/2 + 1/(2 groups)) of the all-pairs GEMM's products. More, smaller
-    GEMMs were measured slower (benchmarks/pairwise_bench.py).
+    the groups after it, which is (1/2 + 1/(2 groups)) of the all-pairs GEMM's products. `groups` is a fixed
+    trade-off between fewer products and more, smaller GEMMs and copies, not tuned per shape.
     """
     batch, n, d = x.shape
     # split, not slices: a slice's backward fills a zero tensor of x's size, once per slice
