@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,16 @@ def require_backend(name: str) -> None:
         "without it.",
         pytrace=False,
     )
+
+
+def run_child(module: str, function: str, out: Path, timeout: float) -> object:
+    """`module.function(str(out))` (a test module of this folder) in a fresh Python, then what it torch.saved to
+    `out`: a kernel that reads or writes out of bounds fails the calling test instead of killing pytest."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import {module}; " \
+           f"{module}.{function}({str(out)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"the child crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    return torch.load(out)
 
 
 def backend_value_grad(cost: np.ndarray, backend: str, dtype=torch.float64, device="cpu", **kwargs):

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from cuda_emulation import build
-from helpers import VARIANTS
+from helpers import VARIANTS, run_child
 
 from s2dtw import _dispatch, _reference
 from s2dtw._problem import Layout, Params, Problem
@@ -194,11 +193,7 @@ def test_untrusted_lengths(emulated, tmp_path):
     unaffected and nothing outside the buffers is written (the gradient's guard cells stay). In a
     subprocess, so that a kernel reading out of bounds fails this test instead of killing pytest."""
     out = tmp_path / "untrusted.pt"
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
-           f"import test_cuda_emulation as t; t.untrusted_child({str(out)!r})"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"the emulated kernels crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    results = torch.load(out)
+    results = run_child("test_cuda_emulation", "untrusted_child", out, timeout=300)
     cost, layout = batched((len(UNTRUSTED[0]), 11, 9), *UNTRUSTED, seed=4)
     bad = torch.tensor([not (1 <= n <= 11 and 1 <= m <= 9) for n, m in zip(*UNTRUSTED, strict=True)])
     ok_layout = Layout.batched(cost, layout.pair_n.clamp(1, 11), layout.pair_m.clamp(1, 9))

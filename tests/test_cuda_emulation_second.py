@@ -9,15 +9,11 @@ the regions or a read outside the pair shows in the results. See tests/test_cuda
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from cuda_emulation import build
-from helpers import VARIANTS
+from helpers import VARIANTS, run_child
 
 from s2dtw import _dispatch, _reference, _reference_second
 from s2dtw._problem import Layout, Params, Problem, Switches
@@ -209,11 +205,7 @@ def test_untrusted_lengths(emulated, tmp_path):
     """A pair length outside [1, padded extent] zeroes that pair's region; the others are right and nothing
     outside the output is written. In a subprocess, so that an out-of-bounds access fails this test."""
     out = tmp_path / "untrusted.pt"
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
-           f"import test_cuda_emulation_second as t; t.untrusted_child({str(out)!r})"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"the emulated kernel crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    results = torch.load(out)
+    results = run_child("test_cuda_emulation_second", "untrusted_child", out, timeout=120)
     assert sorted(results) == ["block", "thread"]
     gen = torch.Generator().manual_seed(5)
     cost, direction = torch.randn(2, 6, 5, 4, generator=gen, dtype=torch.float64)
