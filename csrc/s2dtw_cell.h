@@ -22,10 +22,11 @@ constexpr double kLn3 = 1.0986122886681098;  // softmin_s(0, 0, 0) = -s ln 3: th
 constexpr int kMaxCudaStrip = 1024;          // CUDA: most rows per block strip (= threads per block)
 
 // One call's work: many (n_b, m_b) pairs whose costs live in one buffer.
-// Pair b reads cost[(b / pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
-//                   + i * stride_i + j * stride_j];
+// Pair b lies in slot s = slots[b] (s = b when slots is null) and reads
+// cost[(s / pairs_per_x) * stride_x + (s % pairs_per_x) * stride_y + i * stride_i + j * stride_j];
 // a batch of (B, N, M) costs has pairs_per_x = 1, stride_x = N * M; the all-pairs
-// layout (Bx * N, By * M) has pairs_per_x = By. The gradient uses the same layout.
+// layout (Bx * N, By * M) has pairs_per_x = By; slots pick some of its regions (pairwise(x):
+// the pairs i <= j). The gradient uses the same layout.
 // Its Python twin is s2dtw/_problem.py's Problem; csrc/bindings/problem_args.h (problem_from)
 // is the one conversion, field by field: a new field goes in both and there.
 struct Problem {
@@ -34,6 +35,7 @@ struct Problem {
   int64_t stride_x = 0, stride_y = 0, stride_i = 0, stride_j = 1;
   const int64_t* pair_n = nullptr;     // rows of pair b (length n_pairs), <= padded_n
   const int64_t* pair_m = nullptr;     // columns of pair b (length n_pairs), <= padded_m
+  const int64_t* slots = nullptr;      // slot of pair b (length n_pairs, distinct), or null: slot b
   int64_t padded_n = 0, padded_m = 0;  // padded extent of every pair's block of the cost
   double gamma = 1.0;
   bool smooth = false;
@@ -50,8 +52,10 @@ struct Problem {
   int cuda_strip = 0;   // CUDA: rows per block strip (a multiple of 32 up to kMaxCudaStrip), 0 = chosen
 };
 
+// Where pair b's region starts: the one place every kernel computes it.
 S2DTW_HD int64_t pair_offset(const Problem& pb, int64_t b) {
-  return (b / pb.pairs_per_x) * pb.stride_x + (b % pb.pairs_per_x) * pb.stride_y;
+  const int64_t s = pb.slots ? pb.slots[b] : b;
+  return (s / pb.pairs_per_x) * pb.stride_x + (s % pb.pairs_per_x) * pb.stride_y;
 }
 
 // Rows/columns of the grid the soft-DTW recursion walks for an (n, m) pair.

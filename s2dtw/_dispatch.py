@@ -149,9 +149,11 @@ def _run_cpp(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None,
 
 
 def _check_lengths_device(layout: Layout, cost: torch.Tensor) -> None:
-    """The CUDA kernels read the pair lengths on the cost's device."""
+    """The CUDA kernels read the pair lengths (and slots) on the cost's device."""
     if layout.pair_n.device != cost.device or layout.pair_m.device != cost.device:
         raise ValueError(f"pair lengths on {layout.pair_n.device} / {layout.pair_m.device} for a cost on {cost.device}")
+    if layout.slots is not None and layout.slots.device != cost.device:
+        raise ValueError(f"pair slots on {layout.slots.device} for a cost on {cost.device}")
 
 
 def _run_cuda(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, problem: Problem) -> None:
@@ -208,7 +210,9 @@ def run(backend: str, cost: torch.Tensor, problem: Problem,
     layout = problem.layout
     layout.check_fits(cost.numel())
     value = torch.empty(layout.n_pairs, dtype=cost.dtype, device=cost.device)
-    grad = torch.empty_like(cost) if need_grad else None
+    # The kernels write their own pairs' regions only: with slots, the regions no pair holds must be 0.
+    new = torch.zeros_like if layout.slots is not None else torch.empty_like
+    grad = new(cost) if need_grad else None
     _RUNNERS[backend](cost, value, grad, problem)
     return value, grad
 

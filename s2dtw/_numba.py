@@ -117,11 +117,11 @@ def grid_cell(cost, base, stride_i, stride_j, p, q, smooth, smoothing, weak, thr
     return smoothed_cost(cost, base, stride_i, stride_j, i, j, smooth, smoothing)[0]
 
 
-def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, padded_n, padded_m, stride_x, stride_y,
-            stride_i, stride_j, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, open_begin, open_end,
-            n_chunks):
-    # pairs_per_x .. stride_j: Layout.ints(), in its fields' order; then Params, each optional one as a flag and
-    # a value (run() unpacks the Problem).
+def _kernel(cost, value, grad, with_grad, pair_n, pair_m, slots, pairs_per_x, padded_n, padded_m, stride_x,
+            stride_y, stride_i, stride_j, gamma, smooth, smoothing, weak, threshold, banded, bandwidth, open_begin,
+            open_end, n_chunks):
+    # slots: Layout.slot_numbers(); pairs_per_x .. stride_j: Layout.ints(), in its fields' order; then Params,
+    # each optional one as a flag and a value (run() unpacks the Problem).
     n_pairs = value.shape[0]
     inv_gamma = reciprocal(gamma)
     big_p, big_q = grid_extent(weak, padded_n), grid_extent(weak, padded_m)
@@ -130,7 +130,7 @@ def _kernel(cost, value, grad, with_grad, pair_n, pair_m, pairs_per_x, padded_n,
         tape = np.empty(2 * big_p * big_q if with_grad else 0, cost.dtype)
         ends = np.empty(big_q, np.float64)  # the open end's softmin weights over the last row
         for b in range(chunk, n_pairs, n_chunks):
-            base = (b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
+            base = (slots[b] // pairs_per_x) * stride_x + (slots[b] % pairs_per_x) * stride_y
             P, Q = grid_extent(weak, pair_n[b]), grid_extent(weak, pair_m[b])
             # The rows [top, bottom) walked: on the weak grid an open begin / end skips null row 0 / 2n
             # (docs/semantics.md, "Variants" V4).
@@ -245,9 +245,9 @@ def run(cost: np.ndarray, value: np.ndarray, grad: np.ndarray | None, problem: P
     n_chunks = 1 if _forked else max(1, min(int(num_threads), layout.n_pairs))
     optional = [(v is not None, 0.0 if v is None else float(v))
                 for v in (params.smoothing, params.threshold, params.bandwidth)]
-    args = (cost, value, grad, with_grad, layout.pair_n.numpy(), layout.pair_m.numpy(), *map(int, layout.ints()),
-            float(params.gamma), *(x for pair in optional for x in pair), bool(params.open_begin),
-            bool(params.open_end), n_chunks)
+    args = (cost, value, grad, with_grad, layout.pair_n.numpy(), layout.pair_m.numpy(), layout.slot_numbers().numpy(),
+            *map(int, layout.ints()), float(params.gamma), *(x for pair in optional for x in pair),
+            bool(params.open_begin), bool(params.open_end), n_chunks)
     if n_chunks == 1:
         _serial_kernel(*args)
         return

@@ -47,8 +47,8 @@ def _smoothing_product(product, z, base, si, sj, m, i, j, e, de, tangent, wl, wu
 # One thread (speed is not this fallback's aim): no parallel build, which a forked child could not run
 # (see s2dtw._numba), and one compilation.
 @njit(cache=True)
-def _kernel(cost, z, out, pair_n, pair_m, pairs_per_x, padded_n, padded_m, stride_x, stride_y, si, sj, gamma,
-            smooth, smoothing, weak, threshold, banded, bandwidth, open_begin, open_end, unreached):
+def _kernel(cost, z, out, pair_n, pair_m, slots, pairs_per_x, padded_n, padded_m, stride_x, stride_y, si, sj,
+            gamma, smooth, smoothing, weak, threshold, banded, bandwidth, open_begin, open_end, unreached):
     n_pairs = pair_n.shape[0]
     inv_gamma = 1.0 / gamma
     big_p, big_q = grid_extent(weak, padded_n), grid_extent(weak, padded_m)
@@ -57,7 +57,7 @@ def _kernel(cost, z, out, pair_n, pair_m, pairs_per_x, padded_n, padded_m, strid
     tangent = np.empty((big_p + 1) * (big_q + 1))
     product = np.empty(padded_n * padded_m)
     for b in range(n_pairs):
-        base = (b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
+        base = (slots[b] // pairs_per_x) * stride_x + (slots[b] % pairs_per_x) * stride_y
         top = 1 if weak and open_begin else 0
         P = grid_extent(weak, pair_n[b]) - top - (1 if weak and open_end else 0)
         Q = grid_extent(weak, pair_m[b])
@@ -157,9 +157,9 @@ def hvp(cost: np.ndarray, direction: np.ndarray, out: np.ndarray, problem: Probl
     result = out if out.dtype == np.float64 else np.zeros(out.shape)  # zero where no pair is
     cost, direction = cost.astype(np.float64, copy=False), direction.astype(np.float64, copy=False)
     unreached = np.full(1, -1, np.int64)
-    _kernel(cost, direction, result, layout.pair_n.numpy(), layout.pair_m.numpy(), *map(int, layout.ints()),
-            float(params.gamma), *(x for pair in optional for x in pair), params.open_begin, params.open_end,
-            unreached)
+    _kernel(cost, direction, result, layout.pair_n.numpy(), layout.pair_m.numpy(), layout.slot_numbers().numpy(),
+            *map(int, layout.ints()), float(params.gamma), *(x for pair in optional for x in pair), params.open_begin,
+            params.open_end, unreached)
     if result is not out:
         out[:] = result
     if unreached[0] >= 0:

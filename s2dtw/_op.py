@@ -42,10 +42,10 @@ def _forward(cost: torch.Tensor, layout: Layout, params: Params, backend: str,
     return value, (grad if grad is not None else cost.new_empty(0))
 
 
-def _from_op(pair_n: torch.Tensor, pair_m: torch.Tensor, layout: list[int],
-             params: list[float]) -> tuple[Layout, Params]:
-    """The description back from the op's arguments."""
-    return Layout.from_ints(pair_n, pair_m, layout), Params.from_floats(params)
+def _from_op(pair_n: torch.Tensor, pair_m: torch.Tensor, layout: list[int], params: list[float],
+             slots: torch.Tensor | None = None) -> tuple[Layout, Params]:
+    """The description back from the op's arguments (`layout.slots` is the op's last argument)."""
+    return Layout.from_ints(pair_n, pair_m, layout, slots), Params.from_floats(params)
 
 
 @torch.library.custom_op("s2dtw::align", mutates_args=())
@@ -57,38 +57,40 @@ def align_op(
     params: list[float],
     backend: str,
     need_grad: bool,
+    slots: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Values (n_pairs,) and d value / d cost (shaped like cost; empty unless need_grad).
 
     `backend` "" picks the default; it is resolved here, at run time, as the switches are read
     (Problem), so that tracing never looks at which modules are installed or at the environment.
     """
-    return _forward(cost, *_from_op(pair_n, pair_m, layout, params), backend, need_grad)
+    return _forward(cost, *_from_op(pair_n, pair_m, layout, params, slots), backend, need_grad)
 
 
 @align_op.register_fake
-def _(cost, pair_n, pair_m, layout, params, backend, need_grad):
+def _(cost, pair_n, pair_m, layout, params, backend, need_grad, slots=None):
     grad = torch.empty_like(cost) if need_grad else cost.new_empty(0)
     return cost.new_empty(pair_n.shape[0]), grad
 
 
 @torch.library.custom_op("s2dtw::hvp", mutates_args=())
 def hvp_op(cost: torch.Tensor, direction: torch.Tensor, pair_n: torch.Tensor, pair_m: torch.Tensor,
-           layout: list[int], params: list[float], backend: str) -> torch.Tensor:
+           layout: list[int], params: list[float], backend: str, slots: torch.Tensor | None = None) -> torch.Tensor:
     """H·Z of every pair (Z = `direction`, shaped like cost), as a tensor shaped like cost (_dispatch.run_hvp)."""
-    problem = Problem(*_from_op(pair_n, pair_m, layout, params))
+    problem = Problem(*_from_op(pair_n, pair_m, layout, params, slots))
     chosen = _dispatch.resolve_backend(cost.device, backend or None, problem.switches)
     return _dispatch.run_hvp(chosen, cost, direction.to(cost.dtype).contiguous(), problem)
 
 
 @hvp_op.register_fake
-def _(cost, direction, pair_n, pair_m, layout, params, backend):
+def _(cost, direction, pair_n, pair_m, layout, params, backend, slots=None):
     return torch.empty_like(cost)
 
 
 def _pair_sums(layout: Layout, cells: torch.Tensor) -> torch.Tensor:
     """The sum of `cells` (shaped like the cost) over each pair's padded region: (n_pairs,)."""
-    return cells.reshape(-1, layout.padded_n, layout.pairs_per_x, layout.padded_m).sum((1, 3)).reshape(-1)
+    sums = cells.reshape(-1, layout.padded_n, layout.pairs_per_x, layout.padded_m).sum((1, 3)).reshape(-1)
+    return sums if layout.slots is None else sums[layout.slots]
 
 
 class _SecondOrder(torch.autograd.Function):
@@ -98,7 +100,7 @@ class _SecondOrder(torch.autograd.Function):
     @staticmethod
     def forward(ctx, upstream: torch.Tensor, grad: torch.Tensor, grad_value: torch.Tensor, cost: torch.Tensor,
                 layout: Layout, params: Params, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-        product = hvp_op(cost, upstream, *_to_op(layout, params), backend)
+        product = hvp_op(cost, upstream, *_to_op(layout, params), backend, layout.slots)
         return layout.scale_grad(product, grad_value), _pair_sums(layout, upstream * grad)
 
     @staticmethod
@@ -139,11 +141,11 @@ def _scaled_grad(ctx, grad_value: torch.Tensor) -> torch.Tensor:
 
 
 def _setup_context(ctx, inputs, output):
-    _save(ctx, inputs[0], *_from_op(*inputs[1:5]), inputs[5], output[1])
+    _save(ctx, inputs[0], *_from_op(*inputs[1:5], inputs[7]), inputs[5], output[1])
 
 
 def _backward(ctx, grad_value, _grad_of_grad):
-    return (_scaled_grad(ctx, grad_value),) + (None,) * 6
+    return (_scaled_grad(ctx, grad_value),) + (None,) * 7
 
 
 align_op.register_autograd(_backward, setup_context=_setup_context)
@@ -182,5 +184,5 @@ def align(cost: torch.Tensor, layout: Layout, params: Params, backend: str | Non
     if _eager(cost):
         value, _ = _Eager.apply(cost, layout, params, backend or "", _needs_grad(cost))
     else:
-        value, _ = align_op(cost, *_to_op(layout, params), backend or "", _needs_grad(cost))
+        value, _ = align_op(cost, *_to_op(layout, params), backend or "", _needs_grad(cost), layout.slots)
     return value

@@ -61,8 +61,10 @@ class Params:
 class Layout:
     """Where each pair's padded_n x padded_m region lives in the cost buffer (csrc/s2dtw_cell.h, Problem).
 
-    Pair b's cell (i, j) is element (b // pairs_per_x) * stride_x + (b % pairs_per_x) * stride_y
-    + i * stride_i + j * stride_j of the flat buffer; the pair is pair_n[b] x pair_m[b].
+    Pair b lies in slot s = slots[b] (s = b when slots is None): its cell (i, j) is element
+    (s // pairs_per_x) * stride_x + (s % pairs_per_x) * stride_y + i * stride_i + j * stride_j of the flat
+    buffer; the pair is pair_n[b] x pair_m[b]. Slots let a call align some of a layout's regions only
+    (pairwise(x): the pairs i <= j of one all-pairs cost).
     """
 
     pair_n: torch.Tensor  # (n_pairs,) int64, on the cost's device
@@ -74,14 +76,15 @@ class Layout:
     stride_y: int
     stride_i: int
     stride_j: int
+    slots: torch.Tensor | None = None  # (n_pairs,) int64 distinct slots, on the cost's device; None: slot b
 
     def __post_init__(self) -> None:
-        # The kernels get the lengths as raw pointers to int64[n_pairs]: an expanded or
+        # The kernels get the lengths and slots as raw pointers to int64[n_pairs]: an expanded or
         # strided tensor (lengths.expand(B), lengths[::2]) would be read as contiguous.
-        for name in ("pair_n", "pair_m"):
-            lengths = getattr(self, name)
-            if lengths.dtype != torch.int64 or not lengths.is_contiguous():  # else as is: no op that returns its input
-                object.__setattr__(self, name, lengths.to(torch.int64).contiguous())
+        for name in ("pair_n", "pair_m", "slots"):
+            values = getattr(self, name)
+            if values is not None and (values.dtype != torch.int64 or not values.is_contiguous()):
+                object.__setattr__(self, name, values.to(torch.int64).contiguous())  # else as is: no op
 
     @property
     def n_pairs(self) -> int:
@@ -102,29 +105,56 @@ class Layout:
         pair_n, pair_m = x_lengths.unsqueeze(1).expand(bx, by), y_lengths.unsqueeze(0).expand(bx, by)
         return Layout(pair_n.reshape(-1), pair_m.reshape(-1), by, n, m, n * by * m, m, by * m, 1)
 
+    def select(self, slots: torch.Tensor) -> Layout:
+        """The pairs of this (slot-less) layout numbered `slots` only, each in its own region."""
+        return dataclasses.replace(self, pair_n=self.pair_n[slots], pair_m=self.pair_m[slots], slots=slots)
+
+    def slot_numbers(self) -> torch.Tensor:
+        """Every pair's slot (n_pairs,) int64: `slots`, or 0 .. n_pairs - 1 without them."""
+        return torch.arange(self.n_pairs, device=self.pair_n.device) if self.slots is None else self.slots
+
+    def _offsets(self, slots):  # a tensor of slots or one int
+        return (slots // self.pairs_per_x) * self.stride_x + (slots % self.pairs_per_x) * self.stride_y
+
     def extent(self) -> int:
-        """Elements of the buffer the regions span: 1 + the offset of the last cell any pair can reach."""
+        """Elements of the buffer the regions span (without slots): 1 + the offset of the last cell any pair
+        can reach."""
         last_x, last_y = (self.n_pairs - 1) // self.pairs_per_x, min(self.n_pairs, self.pairs_per_x) - 1
-        return 1 + last_x * self.stride_x + last_y * self.stride_y + (self.padded_n - 1) * self.stride_i + (
-            self.padded_m - 1) * self.stride_j
+        return 1 + last_x * self.stride_x + last_y * self.stride_y + self._region_span()
+
+    def _region_span(self) -> int:
+        return (self.padded_n - 1) * self.stride_i + (self.padded_m - 1) * self.stride_j
 
     def check_fits(self, numel: int) -> None:
-        """Every pair's region inside a buffer of `numel` elements (checked before any kernel reads it)."""
-        if min(self.ints()) < 0 or (self.n_pairs and self.extent() > numel):
+        """Every pair's region inside a buffer of `numel` elements and, with slots, the slots distinct (two
+        pairs in one region would race on its gradient). Checked before any kernel reads the buffer; CUDA
+        slots by a device-side assertion, which reads nothing on the host."""
+        if min(self.ints()) < 0 or (self.n_pairs and self.slots is None and self.extent() > numel):
             raise ValueError(f"s2dtw: the layout {self.ints()} of {self.n_pairs} pairs does not fit a cost "
                              f"buffer of {numel} elements")
+        if self.slots is None or not self.n_pairs:
+            return
+        ordered = self.slots.sort().values
+        fits = ((ordered[0] >= 0) & (self._offsets(self.slots).max() + self._region_span() < numel)
+                & (ordered[1:] != ordered[:-1]).all())
+        message = f"s2dtw: the slots of the layout {self.ints()} must be distinct and inside a buffer of {numel}"
+        if self.slots.is_cuda:
+            torch._assert_async(fits, message)
+        elif not fits:
+            raise ValueError(message)
 
     def ints(self) -> list[int]:
-        """Every field but the lengths, in order (what the custom op takes)."""
-        return [getattr(self, f.name) for f in dataclasses.fields(self)[2:]]
+        """The integer fields (pairs_per_x .. stride_j), in order (what the custom op takes with the tensors)."""
+        return [getattr(self, f.name) for f in dataclasses.fields(self)[2:-1]]
 
     @staticmethod
-    def from_ints(pair_n: torch.Tensor, pair_m: torch.Tensor, ints: list[int]) -> Layout:
-        return Layout(pair_n, pair_m, *ints)
+    def from_ints(pair_n: torch.Tensor, pair_m: torch.Tensor, ints: list[int],
+                  slots: torch.Tensor | None = None) -> Layout:
+        return Layout(pair_n, pair_m, *ints, slots=slots)
 
     def offset(self, b: int) -> int:
         """Where pair b's region starts in the flat buffer."""
-        return (b // self.pairs_per_x) * self.stride_x + (b % self.pairs_per_x) * self.stride_y
+        return int(self._offsets(b if self.slots is None else self.slots[b]))
 
     def check_pairs_fit(self) -> None:
         """Every pair inside its padded region: the Python backends' boundary check on the lengths they are
@@ -136,8 +166,12 @@ class Layout:
     def scale_grad(self, grad: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
         """grad (shaped like the cost) times d loss / d value (n_pairs,) of the pair each region belongs to.
 
-        Both layouts are regions of (rows of x) x (pairs_per_x) x (columns of y).
+        Both layouts are regions of (rows of x) x (pairs_per_x) x (columns of y). With slots, each slot's
+        factor is its pair's, 0 for a slot no pair holds (its region of grad is 0 too).
         """
+        if self.slots is not None:
+            regions = grad.numel() // (self.padded_n * self.padded_m)
+            grad_value = grad_value.new_zeros(regions).index_copy(0, self.slots, grad_value)
         if grad.dim() == 3 and self.pairs_per_x == 1:  # a (B, N, M) batch: a plain broadcast, no 4-d view
             return grad * grad_value.reshape(-1, 1, 1)
         regions = grad.reshape(-1, self.padded_n, self.pairs_per_x, self.padded_m)

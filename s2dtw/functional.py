@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _op
-from ._cost import Metric, compute_dtype, cost_matrix
+from ._cost import Metric, compute_dtype, cost_matrix, symmetric_cost
 from ._problem import Layout, Params
 from ._validation import (
     Lengths,
@@ -208,26 +208,6 @@ def _all_pairs_values(cost: torch.Tensor, x_len: torch.Tensor, y_len: torch.Tens
     return _run(cost, layout, params, backend).reshape(x_len.numel(), y_len.numel())
 
 
-def _upper_pairs_cost(x: torch.Tensor, metric: Metric, groups: int = 4) -> torch.Tensor:
-    """The (K, N, N) costs of the pairs i <= j of x (B, N, d), K = B(B+1)/2, in triu_indices order.
-
-    x is cut into `groups` groups of sequences; each group is one metric call (one GEMM) against itself and
-    the groups after it, which is (1/2 + 1/(2 groups)) of the all-pairs GEMM's products. `groups` is a fixed
-    trade-off between fewer products and more, smaller GEMMs and copies, not tuned per shape.
-    """
-    batch, n, d = x.shape
-    # split, not slices: a slice's backward fills a zero tensor of x's size, once per slice
-    parts = x.to(compute_dtype(x.dtype)).reshape(batch * n, d).split(-(-batch // groups) * n)
-    costs = []
-    for g, part in enumerate(parts):
-        rest = torch.cat(parts[g:])
-        block = cost_matrix(part.unsqueeze(0), rest.unsqueeze(0), metric)
-        own, others = part.shape[0] // n, rest.shape[0] // n
-        i, j = torch.triu_indices(own, others, device=x.device)  # j >= i, both counted from the group's first
-        costs.append(block.reshape(own, n, others, n)[i, :, j, :])
-    return torch.cat(costs)
-
-
 def _symmetric_pairwise(x: torch.Tensor, x_lengths: Lengths, y_lengths: Lengths, params: Params, metric: Metric,
                         normalize: bool, backend: str | None) -> torch.Tensor:
     """``pairwise(x)``: the pairs i <= j only, mirrored (docs/semantics.md, "Variants" V5)."""
@@ -239,8 +219,12 @@ def _symmetric_pairwise(x: torch.Tensor, x_lengths: Lengths, y_lengths: Lengths,
     x, _ = check_sequences(x, x, same_batch=False)
     batch, n, _ = x.shape
     x_len = check_lengths("x_lengths", x_lengths, batch, n, x.device)
+    check_band(params, x_len, x_len, all_pairs=True)
+    # One all-pairs cost (built on its regions i <= j only for a built-in metric); the pairs i <= j are its
+    # slots i * B + j: the kernels read them in place.
+    cost = _all_pairs_cost(x, x, metric) if callable(metric) else symmetric_cost(x, metric)
     rows, cols = torch.triu_indices(batch, batch, device=x.device)
-    computed = _paired_values(_upper_pairs_cost(x, metric), x_len[rows], x_len[cols], params, backend)
+    computed = _run(cost, Layout.all_pairs(cost, x_len, x_len).select(rows * batch + cols), params, backend)
     # index[i, j] is pair (min(i, j), max(i, j))'s number: autograd's gather backward folds g[j, i] onto it
     index = torch.zeros(batch, batch, dtype=torch.int64, device=x.device)
     index[rows, cols] = torch.arange(rows.numel(), device=x.device)

@@ -30,15 +30,20 @@ inline void check(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument("s2dtw: invalid problem description: " + what);
 }
 
-// The lengths arrive as tensors; the kernels read n_pairs int64 from their data pointer (the extension never
-// links torch), so their dtype, count and contiguity are checked here (their device by the dispatch: the CUDA
-// emulation in tests/ runs the CUDA module on host tensors).
+// The lengths and slots arrive as tensors; the kernels read n_pairs int64 from their data pointer (the extension
+// never links torch), so their dtype, count and contiguity are checked here (their device by the dispatch: the
+// CUDA emulation in tests/ runs the CUDA module on host tensors; the slots' values by Layout.check_fits).
 inline const int64_t* lengths_attr(const py::handle& layout, const char* name, int64_t n_pairs) {
   const py::object t = layout.attr(name);
   check(py::str(t.attr("dtype")).cast<std::string>() == "torch.int64" && t.attr("numel")().cast<int64_t>() == n_pairs &&
             t.attr("is_contiguous")().cast<bool>(),
         std::string(name) + " must be a contiguous int64 tensor of n_pairs values");
   return reinterpret_cast<const int64_t*>(t.attr("data_ptr")().cast<uintptr_t>());
+}
+
+// The optional slots: None (pair b in slot b) or a tensor checked as the lengths are.
+inline const int64_t* slots_attr(const py::handle& layout, int64_t n_pairs) {
+  return layout.attr("slots").is_none() ? nullptr : lengths_attr(layout, "slots", n_pairs);
 }
 
 // A switch's value, checked to lie in [lo, hi] before it is narrowed to an int.
@@ -62,6 +67,7 @@ inline Problem problem_from(const py::handle& call) {
   pb.padded_m = int_attr(layout, "padded_m");
   pb.pair_n = lengths_attr(layout, "pair_n", pb.n_pairs);
   pb.pair_m = lengths_attr(layout, "pair_m", pb.n_pairs);
+  pb.slots = slots_attr(layout, pb.n_pairs);
   pb.gamma = params.attr("gamma").cast<double>();
   optional_attr(params, "smoothing", pb.smooth, pb.smoothing);
   optional_attr(params, "threshold", pb.weak, pb.threshold);
