@@ -11,8 +11,8 @@ from ._validation import METRICS, check_cost
 
 Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # symmetric_cost cuts x into groups of whole sequences, as many as keep this many rows each (GEMMs of fewer rows
-# lose more speed than the products they save), at most one per sequence.
-MIN_GROUP_ROWS = 64
+# lose more speed than the products they save; benchmarks/pairwise_bench.py), at most one per sequence.
+MIN_GROUP_ROWS = 128
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -36,56 +36,57 @@ def cost_matrix(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tenso
 def _metric(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
     if callable(metric):
         return metric(x, y)
+    if metric == "neg_dot":
+        return -torch.bmm(x, y.transpose(1, 2))
     if metric == "neg_cosine":
-        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    return _from_dots(torch.bmm(x, y.transpose(1, 2)), x, y, metric)
-
-
-def _from_dots(dots: torch.Tensor, x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
-    """A built-in metric from the dot products dots[..., i, j] = <x_i, y_j> of x (..., N, d), y (..., M, d)
-    (normalised for neg_cosine)."""
-    if metric in ("neg_dot", "neg_cosine"):
-        return -dots
+        return -torch.bmm(F.normalize(x, dim=-1), F.normalize(y, dim=-1).transpose(1, 2))
     if metric == "sqeuclidean":
         # |x|^2 + |y|^2 - 2<x, y>: one GEMM instead of a (B, N, M, d) difference tensor.
-        squared = x.pow(2).sum(-1, keepdim=True) + y.pow(2).sum(-1).unsqueeze(-2)
-        return (squared - 2 * dots).clamp_min(0)
+        squared = x.pow(2).sum(-1, keepdim=True) + y.pow(2).sum(-1).unsqueeze(1)
+        return (squared - 2 * torch.bmm(x, y.transpose(1, 2))).clamp_min(0)
     raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
+
 
 
 def symmetric_cost(x: torch.Tensor, metric: str) -> torch.Tensor:
     """The (B*N, B*N) cost of every sequence of x (B, N, d) against every other for a built-in metric, right on
     the regions (i, j) with i <= j only (the symmetric pairwise(x) reads no other), in the compute dtype and
     checked finite. Its dot products are `_UpperGram`'s: about half the all-pairs GEMM, forward and backward."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
     batch, n, d = x.shape
     rows = x.to(compute_dtype(x.dtype)).reshape(batch * n, d)
     if metric == "neg_cosine":
         rows = F.normalize(rows, dim=-1)
     groups = max(1, min(batch, batch * n // MIN_GROUP_ROWS))
-    dots = _UpperGram.apply(rows, -(-batch // groups) * n)
-    return check_cost(_from_dots(dots, rows, rows, metric).unsqueeze(0)).squeeze(0)
+    cost = _UpperGram.apply(rows, -(-batch // groups) * n, -2.0 if metric == "sqeuclidean" else -1.0)
+    if metric == "sqeuclidean":  # |x_i|^2 + |x_j|^2 - 2<x_i, x_j>
+        squared = rows.pow(2).sum(-1)
+        cost = (cost + squared.unsqueeze(1) + squared).clamp_min(0)
+    return check_cost(cost.unsqueeze(0)).squeeze(0)
 
 
 class _UpperGram(torch.autograd.Function):
-    """x x^T on its block-upper triangle: for x (R, d) cut into groups of `rows` rows, block (a, b) is
-    x[a] x[b]^T for a <= b and 0 below. With g groups, forward and backward do (g + 1) / (2g) of the full
-    product's multiply-adds, and only the blocks computed carry a gradient (no mask, no gather)."""
+    """scale * x x^T on its block-upper triangle: for x (R, d) cut into groups of `rows` rows, block (a, b) is
+    scale * x[a] x[b]^T for a <= b and 0 below. With g groups, forward and backward do (g + 1) / (2g) of the
+    full product's multiply-adds, and only the blocks computed carry a gradient (no mask, no gather)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, rows: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, rows: int, scale: float) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.rows = rows
-        gram = x.new_zeros(x.shape[0], x.shape[0])
+        ctx.rows, ctx.scale = rows, scale
+        gram = x.new_empty(x.shape[0], x.shape[0])
         for lo in range(0, x.shape[0], rows):
-            torch.mm(x[lo:lo + rows], x[lo:].T, out=gram[lo:lo + rows, lo:])  # written in place, no copy
+            gram[lo:lo + rows, :lo].zero_()
+            gram[lo:lo + rows, lo:].addmm_(x[lo:lo + rows], x[lo:].T, beta=0, alpha=scale)  # beta=0: never read
         return gram
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
         grad_x = torch.zeros_like(x)
         for lo in range(0, x.shape[0], ctx.rows):
             block = grad[lo:lo + ctx.rows, lo:]  # d / d (x[a] x[a:]^T): both factors are rows of x
-            grad_x[lo:lo + ctx.rows] += block @ x[lo:]
-            grad_x[lo:] += block.T @ x[lo:lo + ctx.rows]
-        return grad_x, None
+            grad_x[lo:lo + ctx.rows].addmm_(block, x[lo:], alpha=ctx.scale)
+            grad_x[lo:].addmm_(block.T, x[lo:lo + ctx.rows], alpha=ctx.scale)
+        return grad_x, None, None

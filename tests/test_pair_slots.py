@@ -93,10 +93,10 @@ def test_cpp_module_refuses_malformed_slots(bad):
 def test_upper_gram_blocks_and_gradient():
     x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
     block = torch.arange(7) // 2  # groups of 2 rows, the last one short
-    want = torch.where(block.unsqueeze(1) <= block, x @ x.T, 0)
-    torch.testing.assert_close(_cost._UpperGram.apply(x, 2), want, rtol=1e-14, atol=0)
-    assert torch.autograd.gradcheck(lambda a: _cost._UpperGram.apply(a, 2), (x,))
-    assert torch.autograd.gradgradcheck(lambda a: _cost._UpperGram.apply(a, 2), (x,))
+    want = torch.where(block.unsqueeze(1) <= block, -2 * x @ x.T, 0)
+    torch.testing.assert_close(_cost._UpperGram.apply(x, 2, -2.0), want, rtol=1e-14, atol=0)
+    assert torch.autograd.gradcheck(lambda a: _cost._UpperGram.apply(a, 2, -2.0), (x,))
+    assert torch.autograd.gradgradcheck(lambda a: _cost._UpperGram.apply(a, 2, -2.0), (x,))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
