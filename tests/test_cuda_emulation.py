@@ -334,3 +334,21 @@ def test_variant_band(emulated, monkeypatch, regime, strip, gamma):
     params = Params(gamma=gamma, smoothing=0.0, threshold=0.5, bandwidth=1.0)
     cost = variant_cost((2, 17, 12), params, torch.float64, seed=5)
     check_reference(emulated, cost, Layout.batched(cost, torch.tensor([17, 9]), torch.tensor([12, 12])), params)
+
+
+@pytest.mark.parametrize("regime,strip", REGIMES[:2], ids=["thread", "block-32"])
+def test_pair_slots(emulated, monkeypatch, regime, strip):
+    """Some pairs of an all-pairs cost, in slots out of order (pairwise(x)'s layout): pair_offset reads them."""
+    set_regime(monkeypatch, regime, strip)
+    params = Params(gamma=0.3, smoothing=0.1, threshold=0.5)
+    cost = variant_cost((3 * 7, 3 * 7), params, torch.float64, seed=4)
+    full = Layout.all_pairs(cost, torch.tensor([7, 3, 1]), torch.tensor([7, 3, 1]))
+    slots = torch.tensor([8, 0, 4, 1])
+    value, grad = run_emulated(emulated, cost, full.select(slots), params, need_grad=True)
+    ref_value, ref_grad = reference(cost, full, params)
+    torch.testing.assert_close(value, ref_value[slots], **TOL[torch.float64][0])
+    held = torch.zeros(9, dtype=torch.bool)
+    held[slots] = True
+    regions = held.reshape(3, 1, 3, 1).expand(3, 7, 3, 7).reshape(cost.shape)
+    torch.testing.assert_close(grad[regions], ref_grad[regions], **TOL[torch.float64][1])
+    assert grad[~regions].isnan().all()  # each kernel writes its own pairs' regions only
