@@ -47,7 +47,6 @@ def _metric(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
     raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
 
 
-
 def symmetric_cost(x: torch.Tensor, metric: str) -> torch.Tensor:
     """The (B*N, B*N) cost of every sequence of x (B, N, d) against every other for a built-in metric, right on
     the regions (i, j) with i <= j only (the symmetric pairwise(x) reads no other), in the compute dtype and

@@ -113,7 +113,7 @@ class Layout:
         """Every pair's slot (n_pairs,) int64: `slots`, or 0 .. n_pairs - 1 without them."""
         return torch.arange(self.n_pairs, device=self.pair_n.device) if self.slots is None else self.slots
 
-    def _offsets(self, slots):  # a tensor of slots or one int
+    def _offsets(self, slots: torch.Tensor | int) -> torch.Tensor | int:
         return (slots // self.pairs_per_x) * self.stride_x + (slots % self.pairs_per_x) * self.stride_y
 
     def extent(self) -> int:
