@@ -207,7 +207,7 @@ def tape_table(kernels: dict[tuple, Kernel]) -> str:
         ws = workspaces(pairs, n, weak)
         strips = math.ceil(P / threads) if regime == "block" else 1
         p = predict(kernels, pairs, n, weak, regime, threads)
-        recompute = "— (one strip)" if ws["always"] == ws["never"] else ""
+        recompute = "" if ws["always"] < ws["never"] else "— (thread regime)" if regime == "thread" else "— (one strip)"
         if not recompute:
             key = (regime, "f", True, False, min(b for b in (256, 512, 1024) if b >= threads))
             (ins_f, mufu_f), extra = kernels[key].loops[0], (strips - 1) / strips  # every strip but the last again

@@ -110,3 +110,18 @@ def test_bad_budget_env(monkeypatch):
             read_switches({"S2DTW_CUDA_TAPE_MIB": bad})
     assert read_switches({"S2DTW_CUDA_TAPE_MIB": "0"}).cuda_tape_mib == 0
     assert read_switches({}).cuda_tape_mib == 1024
+
+
+@pytest.mark.parametrize("weak,recomputes", [(True, True), (False, False)], ids=["s2dtw", "soft-dtw"])
+def test_8192_workspace_under_the_default_budget(emulated, monkeypatch, weak, recomputes):
+    """The issue's long cases (workspace_bytes only, nothing runs): 1 x 8192^2 float32 S2DTW (16385^2 weak grid,
+    a 2 GiB full tape) recomputes and asks for <= 0.5 GiB; soft-DTW (0.5 GiB of tape, under 1 GiB) keeps it."""
+    for name in ("S2DTW_CUDA_REGIME", "S2DTW_CUDA_STRIP", "S2DTW_CUDA_TAPE_MIB"):
+        monkeypatch.delenv(name, raising=False)
+    lengths = torch.tensor([8192])
+    layout = Layout.batched(torch.empty(1, 8192, 8192, dtype=torch.float32), lengths, lengths)
+    params = Params(gamma=0.1, smoothing=0.1 if weak else None, threshold=0.5 if weak else None)
+    grid = 16385 if weak else 8192
+    full = grid * grid * 8
+    got = emulated.workspace_bytes("float32", True, Problem(layout, params))
+    assert (got <= 2**29) if recomputes else (full <= got < full + 2**20), got
