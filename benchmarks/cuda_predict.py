@@ -5,6 +5,12 @@ kernel instantiation from ptxas and the SASS of each hot loop from `cuobjdump -s
 nvidia-cuda-cuobjdump wheel, or CUDA's own), and prints a Markdown table of the issue-#15 cases:
 
     python benchmarks/cuda_predict.py [--source FILE.cu] [--include DIR] > benchmarks/results/cuda_prediction_<date>.md
+    python benchmarks/cuda_predict.py --tape > benchmarks/results/cuda_prediction_tape_<date>.md
+
+--tape: the tape kept for the backward of each case, full and recomputing (block regime, see docs/architecture.md),
+with the workspace the CUDA module asks for (workspace_bytes of the host-emulated module, tests/cuda_emulation: the
+same plan and sizes code, 132 SMs) and the predicted time of both, recomputing costing one more forward of every
+strip but the last (the forward cell loop's instructions and MUFU once more for those cells).
 
 Instructions per cell are *static*: the instructions of the innermost loop that runs one cell per
 iteration (both sides of its branches, so an upper bound on the path a cell takes). The model: a cell
@@ -25,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,10 +179,54 @@ def table(kernels: dict[tuple, Kernel]) -> str:
     return "\n".join(rows)
 
 
+def workspaces(pairs: int, n: int, weak: bool) -> dict[str, int]:
+    """workspace_bytes (float32, with a gradient) of the emulated module under three tape budgets (MiB)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch
+    from cuda_emulation import build  # a test artefact, only for --tape
+
+    from s2dtw._problem import Layout, Params, Problem, Switches
+
+    module = build.load()
+    shape = argparse.Namespace(shape=(pairs, n, n))  # Layout.batched reads only the shape
+    lengths = torch.full((pairs,), n, dtype=torch.int64)
+    layout = Layout.batched(shape, lengths, lengths)
+    params = Params(gamma=0.1, smoothing=0.1 if weak else None, threshold=0.5 if weak else None)
+    budgets = {"never": 2**30, "default": Switches.cuda_tape_mib, "always": 0}
+    return {name: module.workspace_bytes("float32", True, Problem(layout, params, Switches(cuda_tape_mib=mib)))
+            for name, mib in budgets.items()}
+
+
+def tape_table(kernels: dict[tuple, Kernel]) -> str:
+    gib = 2.0**30
+    rows = ["| case (float32, fwd+bwd) | regime | strips | full tape | workspace: full tape | workspace: recomputing "
+            "($S2DTW_CUDA_TAPE_MIB=0) | workspace: default budget (1 GiB) | predicted: full tape | "
+            "predicted: recomputing |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, pairs, n, weak, regime, threads in CASES:
+        P = 2 * n + 1 if weak else n
+        ws = workspaces(pairs, n, weak)
+        strips = math.ceil(P / threads) if regime == "block" else 1
+        p = predict(kernels, pairs, n, weak, regime, threads)
+        recompute = "" if ws["always"] < ws["never"] else "— (thread regime)" if regime == "thread" else "— (one strip)"
+        if not recompute:
+            key = (regime, "f", True, False, min(b for b in (256, 512, 1024) if b >= threads))
+            (ins_f, mufu_f), extra = kernels[key].loops[0], (strips - 1) / strips  # every strip but the last again
+            again = replace(kernels[key], loops=[(round(ins_f * (1 + extra)), mufu_f * (1 + extra)),
+                                                 *kernels[key].loops[1:]])
+            r = predict({**kernels, key: again}, pairs, n, weak, regime, threads)
+            recompute = f"{fmt_time(r['time'])} (+{100 * (r['time'] / p['time'] - 1):.0f} %)"
+        default = f"{ws['default'] / gib:.3f} GiB ({'recomputes' if ws['default'] < ws['never'] else 'full tape'})"
+        rows.append(f"| {name} | {regime} ({threads} thr) | {strips} | {pairs * P * P * 8 / gib:.3f} GiB | "
+                    f"{ws['never'] / gib:.3f} GiB | {ws['always'] / gib:.3f} GiB | {default} | "
+                    f"{fmt_time(p['time'])} | {recompute} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=ROOT / "csrc/cuda/s2dtw_cuda.cu")
     parser.add_argument("--include", type=Path, default=ROOT / "csrc", help="where s2dtw_cell.h is")
+    parser.add_argument("--tape", action="store_true", help="the tape table (full and recomputing) instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "k.cubin"
@@ -184,7 +234,7 @@ def main() -> None:
         sass = subprocess.run([_tool("cuobjdump"), "-sass", str(cubin)], capture_output=True, text=True, check=True)
     parse_sass(sass.stdout, kernels)
     print(f"PREDICTION (no GPU), sm_90 / H200 model; source {os.path.relpath(args.source, ROOT)}\n")
-    print(table(kernels))
+    print(tape_table(kernels) if args.tape else table(kernels))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ struct Problem {
   int max_simd = 2;     // CPU: highest instruction set, a cpu::SimdLevel (0 scalar, 1 avx2, 2 avx512)
   int cuda_regime = 0;  // CUDA: 0 chosen by the cost model, 1 one thread per pair, 2 one block per pair
   int cuda_strip = 0;   // CUDA: rows per block strip (a multiple of 32 up to kMaxCudaStrip), 0 = chosen
+  // CUDA: most bytes of tape (all pairs) the block regime keeps for the backward; above, it keeps one
+  // strip's per pair and recomputes each strip in the backward (docs/architecture.md, CUDA kernels).
+  int64_t cuda_tape_budget = int64_t(1) << 30;
 };
 
 // Where pair b's region starts: the one place every kernel computes it.

@@ -189,6 +189,7 @@ SIMD_NAMES = ("scalar", "avx2", "avx512")  # by csrc/cpu/s2dtw_cpu.h's SimdLevel
 _SIMD_LEVELS = {"": 2} | {name: level for level, name in enumerate(SIMD_NAMES)}
 _CUDA_REGIMES = {"": 0, "auto": 0, "thread": 1, "block": 2}
 _MAX_CUDA_STRIP = 1024
+_MAX_CUDA_TAPE_MIB = 2**30  # csrc/bindings/problem_args.h's bound
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,9 @@ class Switches:
     max_simd: int = 2  # $S2DTW_SIMD: the highest CPU instruction set, 0 scalar, 1 avx2, 2 avx512
     cuda_regime: int = 0  # $S2DTW_CUDA_REGIME: 0 the cost model's choice, 1 a thread per pair, 2 a block per pair
     cuda_strip: int = 0  # $S2DTW_CUDA_STRIP: rows per block strip (a multiple of 32 up to 1024), 0 = chosen
+    # $S2DTW_CUDA_TAPE_MIB: most MiB of tape (all pairs) the CUDA block regime keeps for the backward; above it,
+    # one strip's per pair, each strip recomputed in the backward (0: recompute whenever that saves memory)
+    cuda_tape_mib: int = 1024
 
 
 def read_switches(environ: Mapping[str, str] = os.environ) -> Switches:
@@ -217,7 +221,12 @@ def read_switches(environ: Mapping[str, str] = os.environ) -> Switches:
     if strip and not (32 <= rows <= _MAX_CUDA_STRIP and rows % 32 == 0):
         raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_STRIP must be a multiple of 32 in [32, {_MAX_CUDA_STRIP}], "
                          f"got {strip!r}")
-    return Switches(backend, _SIMD_LEVELS[simd], _CUDA_REGIMES[regime], max(rows, 0))
+    tape = environ.get("S2DTW_CUDA_TAPE_MIB", "")
+    if tape and not (tape.isdigit() and int(tape) <= _MAX_CUDA_TAPE_MIB):
+        raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_TAPE_MIB must be an integer in [0, {_MAX_CUDA_TAPE_MIB}], "
+                         f"got {tape!r}")
+    return Switches(backend, _SIMD_LEVELS[simd], _CUDA_REGIMES[regime], max(rows, 0),
+                    int(tape) if tape else Switches.cuda_tape_mib)
 
 
 @dataclass(frozen=True)

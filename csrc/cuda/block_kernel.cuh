@@ -30,10 +30,13 @@ struct Pub {
 // One pair of the block regime, as thread t of T sees it. `rowbuf` holds the forward's row
 // buffer (R of a strip's last row, for the next strip's first thread: R[top, q + 1] at
 // [q + 1]) and then the backward's column buffer (one Pub per column, from the first row of
-// the strip below), and an open end's seeds at [4 Q, 5 Q). The tape holds, strip by strip,
-// the cell (top + t, q) of a strip of `rows` rows at [top * Q + ((q + t) mod Q) * rows + t], so
-// that the cells of one step (q + t = s) are contiguous (coalesced stores and loads). kVariant:
-// as in ThreadPair.
+// the strip below), and an open end's seeds at [4 Q, 5 Q). A strip's tape holds its cell
+// (top + t, q) at [((q + t) mod Q) * rows + t], so that the cells of one step (q + t = s) are
+// contiguous (coalesced stores and loads); the full tape has strip `top`'s at [top * Q, ...).
+// Recomputing (`ckpt` not null), the tape is one strip's (T Q entries), which every strip of the
+// forward overwrites; the forward keeps the row buffer each strip reads, as checkpoint rows (Q + 1
+// doubles each, see row_in), and the backward runs each strip's forward again (but the last's) from
+// its checkpoint: the same code on the same inputs, so the same R and weights bit for bit. kVariant: as in ThreadPair.
 template <typename Scalar, bool kGrad, bool kVariant>
 struct BlockPair {
   using M = MathOf<Scalar>;
@@ -44,7 +47,8 @@ struct BlockPair {
   Scalar* value;  // value[b] is the pair's
   int64_t b, width;
   double* rowbuf;
-  Tape2<Scalar>* tape;  // the pair's (kGrad)
+  Tape2<Scalar>* tape;  // the pair's (kGrad): all strips', or one strip's when recomputing
+  double* ckpt;         // recomputing: the checkpoint rows; null: the full tape
   double* smem;         // forward: 2 T doubles; backward: 2 T Pubs
   int P, Q, t, T;
   int row0;  // W's row of walked row 0 (first_walked_row; 0 without kVariant)
@@ -53,13 +57,22 @@ struct BlockPair {
   __device__ __forceinline__ double* sbuf(int s) const { return (s & 1) ? smem + T : smem; }
   __device__ __forceinline__ Pub* pbuf(int s) const { return reinterpret_cast<Pub*>(smem) + ((s & 1) ? T : 0); }
 
+  // The forward's row buffers of the strip at `top`: the one it reads (R of the row above) and the
+  // one it writes (R of its last row), row_in + out_step. With the full tape both are rowbuf (in
+  // place); recomputing, strip k reads checkpoint row k and writes row k + 1, so every strip's input is kept.
+  __device__ __forceinline__ double* row_in(int top) const { return ckpt ? ckpt + int64_t(top / T) * (Q + 1) : rowbuf; }
+  __device__ __forceinline__ int out_step() const { return ckpt ? Q + 1 : 0; }
+  __device__ __forceinline__ double* row_out(int top) const { return row_in(top) + out_step(); }
+  // Where the strip at `top` keeps its tape.
+  __device__ __forceinline__ Tape2<Scalar>* strip_tape(int top) const { return ckpt ? tape : tape + int64_t(top) * Q; }
+
   // Thread t of the strip at `top` computes cell (p, q) = (top + t, s - t) at step s.
   // Only the steps where some row of the strip has a band column run: from lo(top)
   // (thread 0's first band cell) to hi(top + rows - 1) + rows - 1 (the last thread's
   // last); the band's ends only move right, so none is missed. A cell reads R of the row
   // above from thread t - 1 / the row buffer only inside that row's band, where it was
-  // computed; elsewhere R is +inf.
-  __device__ __forceinline__ void forward_strip(int top) const {
+  // computed; elsewhere R is +inf. The tape goes to `ts` (kGrad).
+  __device__ __forceinline__ void forward_strip(int top, Tape2<Scalar>* ts) const {
     const double inf = infinity<double>();
     const int rows = min(T, P - top);
     const int p = top + t;
@@ -71,23 +84,24 @@ struct BlockPair {
     const Span above = p > 0 && active ? span(columns(P, Q, width, p - 1)) : Span{1, 0};
     const int s_first = int(columns(P, Q, width, top).lo);
     const int s_end = int(columns(P, Q, width, top + rows - 1).hi) + rows;
-    Tape2<Scalar>* ts = kGrad ? tape + int64_t(top) * Q : nullptr;
+    double* in = row_in(top);
+    const int step = out_step();  // row_out(top) = in + step
     // The thread's first cell is q0; left of it R is +inf in rows top + 1.. of the
     // strip (q0 - 1 < lo(top) <= their lo), and row top reads R[p, q0] from the buffer.
     const int q0 = max(s_first - t, 0);
-    double diag = q0 == 0 ? (p == 0 ? 0.0 : inf) : (t == 0 && within(above, q0 - 1)) ? rowbuf[q0] : inf;  // R[p, q]
-    double left = inf;                                                                                    // R[p+1, q]
+    double diag = q0 == 0 ? (p == 0 ? 0.0 : inf) : (t == 0 && within(above, q0 - 1)) ? in[q0] : inf;  // R[p, q]
+    double left = inf;                                                                                // R[p+1, q]
     // W[p, q], a step ahead
     double w_cell = active && within(band, q0) ? grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q0, k) : 0.0;
     int srow = s_first % Q;  // s mod Q
     // Before anyone writes the row buffer: with 2 rows, the last thread's first cell
-    // (top + 1, q0 - 1) goes to rowbuf[q0], which thread 0 has just read.
+    // (top + 1, q0 - 1) goes to in[step + q0], which thread 0 has just read (in place: step = 0).
     __syncthreads();
     for (int s = s_first; s < s_end; ++s) {
       const int q = s - t;
       if (active && q >= 0 && q < Q) {
         // R[p, q+1]: from the row above, computed at step s - 1 (or in the strip above).
-        const double up = !within(above, q) ? inf : t == 0 ? rowbuf[q + 1] : sbuf(s + 1)[t - 1];
+        const double up = !within(above, q) ? inf : t == 0 ? in[q + 1] : sbuf(s + 1)[t - 1];
         M w[3] = {M(0), M(0), M(0)};
         double r = inf;  // outside the band: no path, zero weights
         if (within(band, q))
@@ -95,8 +109,8 @@ struct BlockPair {
               softmin<kVariant, M>(diag, up, left, k.gamma<M>(), k.hard_gamma, kGrad ? w : static_cast<M*>(nullptr));
         if (within(band, q + 1)) w_cell = grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q + 1, k);
         if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
-        // In place: thread 0 read rowbuf[q + 1] at step q <= this step (same thread when rows == 1).
-        if (feeds_next) rowbuf[q + 1] = r;
+        // In place: thread 0 read in[q + 1] at step q <= this step (same thread when rows == 1).
+        if (feeds_next) in[step + q + 1] = r;
         if (!(kVariant && pb.open_end) && p == P - 1 && q == Q - 1) value[b] = Scalar(r);
         sbuf(s)[t] = r;
         diag = open_row ? 0.0 : up;
@@ -114,7 +128,7 @@ struct BlockPair {
       double* seeds = kGrad ? rowbuf + 4 * int64_t(Q) : nullptr;  // end_value writes only the non-zero ones
       if constexpr (kGrad)
         for (int q = 0; q < Q; ++q) seeds[q] = 0.0;
-      value[b] = Scalar(end_value(pb, rowbuf + 1, Q, 1, seeds));
+      value[b] = Scalar(end_value(pb, row_out(((P - 1) / T) * T) + 1, Q, 1, seeds));
     }
     __syncthreads();
   }
@@ -127,70 +141,68 @@ struct BlockPair {
   // and, for a weak grid's threshold row relaying the smoothing terms, in the band of the
   // row below: `below` is that range of row p + 1, read as zeros outside. The tape is
   // read inside the band only (it is stale elsewhere). `reach`: how many rows below a
-  // strip feed it; `relay`: 1 where threshold rows relay the smoothing terms.
-  __device__ __forceinline__ void backward() const {
+  // strip feed it; `relay`: 1 where threshold rows relay the smoothing terms. Strips run bottom-up.
+  __device__ __forceinline__ void backward_strip(int top) const {
     Pub* colbuf = reinterpret_cast<Pub*>(rowbuf);  // what the first row of the strip below published
     const int reach = pb.smooth ? (pb.weak ? 2 : 1) : 1;
     const int relay = pb.smooth && pb.weak ? 1 : 0;
-    for (int top = ((P - 1) / T) * T; top >= 0; top -= T) {
-      const int rows = min(T, P - top);
-      const int p = top + t;
-      const bool active = t < rows;
-      const int wp = row0 + p;  // W's row
-      const bool cost_row = !pb.weak || (wp & 1);
-      const Span band = span(columns(P, Q, width, active ? p : 0));
-      const Span below = active && p + 1 < P ? Span{int(columns(P, Q, width, p + 1).lo),
-                                                    int(columns(P, Q, width, min(p + 1 + relay, P - 1)).hi)}
-                                             : Span{1, 0};
-      const Span gcols = span(grad_columns(pb, P, Q, width, active ? p : 0));  // where this row writes the gradient
-      const int s_first = int(grad_columns(pb, P, Q, width, top).lo);
-      const int s_last = int(columns(P, Q, width, min(top + rows - 1 + reach, P - 1)).hi) + rows - 1;
-      const Tape2<Scalar>* ts = tape + int64_t(top) * Q;
-      double ad_next = 0.0, left_prod = 0.0, sd_next = 0.0, s_left = 0.0;  // as in ThreadPair::backward_row
-      int srow = s_last % Q;
-      for (int s = s_last; s >= s_first; --s) {
-        const int q = s - t;
-        if (active && q >= 0 && q < Q) {
-          Pub in{0.0, 0.0, 0.0, 0.0};
-          if (within(below, q)) in = t == rows - 1 ? colbuf[q] : pbuf(s + 1)[t + 1];
-          const double diag_prod = ad_next;
-          ad_next = in.ad;
-          const bool in_band = within(band, q);
-          const bool corner = !(kVariant && pb.open_end) && p == P - 1 && q == Q - 1;
-          double e = corner ? 1.0 : !in_band ? 0.0 : in.au + diag_prod + left_prod;    // 0 outside the band, exactly
-          if (kVariant && pb.open_end && p == P - 1) e += rowbuf[4 * int64_t(Q) + q];  // the end softmin's weight
-          const Tape2<Scalar> tw = in_band ? ts[int64_t(srow) * rows + t] : Tape2<Scalar>{Scalar(0), Scalar(0)};
-          const double wd = double(tw.diag), wu = double(tw.up);
-          Pub out{e * wu, e * wd, 0.0, 0.0};
-          left_prod = e * fmax(1.0 - wd - wu, 0.0);
-          if (is_cost_cell(pb, wp, q)) {
-            const int64_t i = cost_index(pb, wp), j = cost_index(pb, q);
-            double dc = e;
-            if (pb.smooth) {
-              dc += s_left + in.su + sd_next;
-              sd_next = in.sd;
-              if (in_band) {
-                M w[3];
-                smoothed_acc<kVariant, M, Scalar>(pb, cv, i, j, k, w);
-                out.su = e * double(w[1]);
-                out.sd = e * double(w[2]);
-                s_left = e * double(w[0]);
-              } else {  // E = 0: nothing to spread
-                s_left = 0.0;
-              }
+    const int rows = min(T, P - top);
+    const int p = top + t;
+    const bool active = t < rows;
+    const int wp = row0 + p;  // W's row
+    const bool cost_row = !pb.weak || (wp & 1);
+    const Span band = span(columns(P, Q, width, active ? p : 0));
+    const Span below = active && p + 1 < P ? Span{int(columns(P, Q, width, p + 1).lo),
+                                                  int(columns(P, Q, width, min(p + 1 + relay, P - 1)).hi)}
+                                           : Span{1, 0};
+    const Span gcols = span(grad_columns(pb, P, Q, width, active ? p : 0));  // where this row writes the gradient
+    const int s_first = int(grad_columns(pb, P, Q, width, top).lo);
+    const int s_last = int(columns(P, Q, width, min(top + rows - 1 + reach, P - 1)).hi) + rows - 1;
+    const Tape2<Scalar>* ts = strip_tape(top);
+    double ad_next = 0.0, left_prod = 0.0, sd_next = 0.0, s_left = 0.0;  // as in ThreadPair::backward_row
+    int srow = s_last % Q;
+    for (int s = s_last; s >= s_first; --s) {
+      const int q = s - t;
+      if (active && q >= 0 && q < Q) {
+        Pub in{0.0, 0.0, 0.0, 0.0};
+        if (within(below, q)) in = t == rows - 1 ? colbuf[q] : pbuf(s + 1)[t + 1];
+        const double diag_prod = ad_next;
+        ad_next = in.ad;
+        const bool in_band = within(band, q);
+        const bool corner = !(kVariant && pb.open_end) && p == P - 1 && q == Q - 1;
+        double e = corner ? 1.0 : !in_band ? 0.0 : in.au + diag_prod + left_prod;    // 0 outside the band, exactly
+        if (kVariant && pb.open_end && p == P - 1) e += rowbuf[4 * int64_t(Q) + q];  // the end softmin's weight
+        const Tape2<Scalar> tw = in_band ? ts[int64_t(srow) * rows + t] : Tape2<Scalar>{Scalar(0), Scalar(0)};
+        const double wd = double(tw.diag), wu = double(tw.up);
+        Pub out{e * wu, e * wd, 0.0, 0.0};
+        left_prod = e * fmax(1.0 - wd - wu, 0.0);
+        if (is_cost_cell(pb, wp, q)) {
+          const int64_t i = cost_index(pb, wp), j = cost_index(pb, q);
+          double dc = e;
+          if (pb.smooth) {
+            dc += s_left + in.su + sd_next;
+            sd_next = in.sd;
+            if (in_band) {
+              M w[3];
+              smoothed_acc<kVariant, M, Scalar>(pb, cv, i, j, k, w);
+              out.su = e * double(w[1]);
+              out.sd = e * double(w[2]);
+              s_left = e * double(w[0]);
+            } else {  // E = 0: nothing to spread
+              s_left = 0.0;
             }
-            if (within(gcols, q)) g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
-          } else if (!cost_row) {  // a weak grid's threshold row: pass the smoothing terms up
-            out.su = in.su;
-            out.sd = in.sd;
           }
-          pbuf(s)[t] = out;
-          // In place: the strip's last thread read colbuf[q] at step q + rows - 1 >= this one.
-          if (t == 0 && top > 0) colbuf[q] = out;
+          if (within(gcols, q)) g[i * pb.stride_i + j * pb.stride_j] = Scalar(dc);
+        } else if (!cost_row) {  // a weak grid's threshold row: pass the smoothing terms up
+          out.su = in.su;
+          out.sd = in.sd;
         }
-        __syncthreads();
-        srow = srow == 0 ? Q - 1 : srow - 1;
+        pbuf(s)[t] = out;
+        // In place: the strip's last thread read colbuf[q] at step q + rows - 1 >= this one.
+        if (t == 0 && top > 0) colbuf[q] = out;
       }
+      __syncthreads();
+      srow = srow == 0 ? Q - 1 : srow - 1;
     }
   }
 };
@@ -199,7 +211,7 @@ template <typename Scalar, bool kGrad, bool kVariant, int kMaxThreads>
 __global__ void __launch_bounds__(kMaxThreads)
     block_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
                  Scalar* __restrict__ grad, double* scratch, int64_t scratch_stride, Tape2<Scalar>* tape,
-                 int64_t tape_stride) {
+                 int64_t tape_stride, int64_t ckpt_offset) {
   S2DTW_DYNAMIC_SHARED(double, smem);
   const int64_t b = blockIdx.x;
   const int t = threadIdx.x, T = blockDim.x;
@@ -217,25 +229,33 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int64_t width = band_width(pb, P, Q);
   if constexpr (kGrad)
     if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, t, T);
-  const BlockPair<Scalar, kGrad, kVariant> pair{pb,
-                                                k,
-                                                {cost + offset, pb.stride_i, pb.stride_j},
-                                                g,
-                                                value,
-                                                b,
-                                                width,
-                                                scratch + b * scratch_stride,
-                                                kGrad ? tape + b * tape_stride : nullptr,
-                                                smem,
-                                                P,
-                                                Q,
-                                                t,
-                                                T,
-                                                row0};
-  for (int top = 0; top < P; top += T) pair.forward_strip(top);
+  const BlockPair<Scalar, kGrad, kVariant> pair{
+      pb,
+      k,
+      {cost + offset, pb.stride_i, pb.stride_j},
+      g,
+      value,
+      b,
+      width,
+      scratch + b * scratch_stride,
+      kGrad ? tape + b * tape_stride : nullptr,
+      kGrad && ckpt_offset ? scratch + b * scratch_stride + ckpt_offset : nullptr,
+      smem,
+      P,
+      Q,
+      t,
+      T,
+      row0};
+  // Recomputing, the last strip's tape is kept from the forward, the others' recomputed from their checkpoints
+  // (a second inlined copy of forward_strip: one shared call site cost ~8 % more instructions per cell).
+  for (int top = 0; top < P; top += T) pair.forward_strip(top, kGrad ? pair.strip_tape(top) : nullptr);
   if constexpr (kVariant)
     if (pb.open_end) pair.open_end_value();
-  if constexpr (kGrad) pair.backward();
+  if constexpr (kGrad)
+    for (int top = ((P - 1) / T) * T; top >= 0; top -= T) {
+      if (pair.ckpt && top + T < P) pair.forward_strip(top, pair.tape);
+      pair.backward_strip(top);
+    }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "block_kernel.cuh"
 #include "cell_math.cuh"
@@ -18,11 +19,20 @@ namespace {
 
 constexpr size_t kAlign = 256;
 
+struct Plan {
+  bool block_regime = true;
+  int strip = 32;          // rows per strip = threads per block (block regime)
+  bool recompute = false;  // block regime with a gradient: keep one strip's tape, recompute each in the backward
+};
+
 struct Sizes {
-  int64_t P = 0, Q = 0;      // grid extents of a padded pair
-  size_t tape_bytes = 0;     // 0 without a gradient
-  size_t scratch_bytes = 0;  // float64 wavefront buffers
+  int64_t P = 0, Q = 0;  // grid extents of a padded pair
+  Plan plan;
+  int64_t tape_per_pair = 0;  // tape entries: P Q, or strip Q when recomputing
+  size_t tape_bytes = 0;      // 0 without a gradient
+  size_t scratch_bytes = 0;   // float64 wavefront buffers (and checkpoint rows)
   int64_t scratch_per_pair = 0;
+  int64_t ckpt_offset = 0;  // where a pair's checkpoint rows start in its scratch (0: none)
   size_t total = 0;
 };
 
@@ -33,32 +43,6 @@ size_t checked_mul(size_t a, size_t b) {
 }
 
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-
-template <typename Scalar>
-Sizes sizes(const Problem& pb, bool with_grad) {
-  if (pb.n_pairs < 0 || pb.padded_n < 1 || pb.padded_m < 1)
-    throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty padded pairs)");
-  Sizes z;
-  z.P = grid_extent(pb, pb.padded_n);
-  z.Q = grid_extent(pb, pb.padded_m);
-  if (z.P > INT_MAX / 2 || z.Q > INT_MAX / 2)
-    throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
-  const size_t np = size_t(pb.n_pairs);
-  if (with_grad)
-    z.tape_bytes = align_up(checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), sizeof(Tape2<Scalar>)));
-  // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m
-  // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column); an open end's
-  // seeds (the last row's E) Q more with a gradient.
-  z.scratch_per_pair = with_grad ? (pb.open_end ? 5 : 4) * z.Q : z.Q + 1;
-  z.scratch_bytes = align_up(checked_mul(checked_mul(np, size_t(z.scratch_per_pair)), sizeof(double)));
-  z.total = z.tape_bytes + z.scratch_bytes + kAlign;  // slack to align the caller's pointer
-  return z;
-}
-
-struct Plan {
-  bool block_regime = true;
-  int strip = 32;  // rows per strip = threads per block (block regime)
-};
 
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess)
@@ -114,6 +98,40 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bo
     best.strip = pb.cuda_strip;
   }
   return best;
+}
+
+// The workspace of a call and the plan it is laid out for (workspace_bytes and run agree: the same
+// function of the problem and the device's SM count). Recompute-in-backward, block regime only,
+// where it saves anything (more than one strip): when the full tape of all pairs would exceed
+// Problem::cuda_tape_budget. Then the tape is one strip's per pair, and the scratch also holds
+// the checkpoint rows (Q + 1 doubles for each strip and one more, see BlockPair::row_in).
+template <typename Scalar>
+Sizes sizes(const Problem& pb, bool with_grad, int sms) {
+  if (pb.n_pairs < 0 || pb.padded_n < 1 || pb.padded_m < 1)
+    throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty padded pairs)");
+  Sizes z;
+  z.P = grid_extent(pb, pb.padded_n);
+  z.Q = grid_extent(pb, pb.padded_m);
+  if (z.P > INT_MAX / 2 || z.Q > INT_MAX / 2)
+    throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
+  z.plan = choose_plan(pb, z.P, z.Q, sms, with_grad, std::is_same_v<Scalar, double>);
+  const size_t np = size_t(pb.n_pairs);
+  const size_t full_tape = checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), sizeof(Tape2<Scalar>));
+  z.plan.recompute = with_grad && z.plan.block_regime && z.P > z.plan.strip &&
+                     full_tape > size_t(std::max<int64_t>(pb.cuda_tape_budget, 0));
+  z.tape_per_pair = z.plan.recompute ? z.plan.strip * z.Q : z.P * z.Q;
+  if (with_grad) z.tape_bytes = align_up(checked_mul(checked_mul(np, size_t(z.tape_per_pair)), sizeof(Tape2<Scalar>)));
+  // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m
+  // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column); an open end's
+  // seeds (the last row's E) Q more with a gradient.
+  z.scratch_per_pair = with_grad ? (pb.open_end ? 5 : 4) * z.Q : z.Q + 1;
+  if (z.plan.recompute) {
+    z.ckpt_offset = z.scratch_per_pair;
+    z.scratch_per_pair += ((z.P + z.plan.strip - 1) / z.plan.strip + 1) * (z.Q + 1);
+  }
+  z.scratch_bytes = align_up(checked_mul(checked_mul(np, size_t(z.scratch_per_pair)), sizeof(double)));
+  z.total = z.tape_bytes + z.scratch_bytes + kAlign;  // slack to align the caller's pointer
+  return z;
 }
 
 }  // namespace

@@ -19,8 +19,9 @@ namespace s2dtw::cuda {
 namespace {
 
 template <typename Scalar, bool kGrad, bool kVariant>
-void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z, const Scalar* cost, Scalar* value,
-            Scalar* grad, Tape2<Scalar>* tape, double* scratch, cudaStream_t stream) {
+void launch(const Problem& pb, const Consts& k, const Sizes& z, const Scalar* cost, Scalar* value, Scalar* grad,
+            Tape2<Scalar>* tape, double* scratch, cudaStream_t stream) {
+  const Plan& plan = z.plan;
   if (plan.block_regime) {
     if (pb.n_pairs > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 pairs");
     const int T = plan.strip;
@@ -33,7 +34,7 @@ void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
             "cudaFuncSetAttribute(block_kernel)");
     S2DTW_LAUNCH(kernel, unsigned(pb.n_pairs), T, smem, stream, pb, k, cost, value, grad, scratch, z.scratch_per_pair,
-                 tape, z.P * z.Q);
+                 tape, z.tape_per_pair, z.ckpt_offset);
     check(cudaGetLastError(), "launching block_kernel");
   } else {
     const int64_t blocks = (pb.n_pairs + kThreadBlock - 1) / kThreadBlock;
@@ -47,14 +48,14 @@ void launch(const Problem& pb, const Consts& k, const Plan& plan, const Sizes& z
 
 template <typename Scalar>
 size_t workspace_bytes(const Problem& pb, bool with_grad) {
-  return sizes<Scalar>(pb, with_grad).total;
+  return sizes<Scalar>(pb, with_grad, sm_count()).total;
 }
 
 template <typename Scalar>
 void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, void* workspace, size_t workspace_size,
          cudaStream_t stream) {
   const bool with_grad = grad != nullptr;
-  const Sizes z = sizes<Scalar>(pb, with_grad);
+  const Sizes z = sizes<Scalar>(pb, with_grad, sm_count());
   if (pb.n_pairs == 0) return;
   if (!cost || !value || !pb.pair_n || !pb.pair_m)
     throw std::invalid_argument("s2dtw (cuda): null cost, value, pair_n or pair_m pointer");
@@ -69,11 +70,10 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, voi
   auto* tape = with_grad ? reinterpret_cast<Tape2<Scalar>*>(base) : nullptr;
   auto* scratch = reinterpret_cast<double*>(base + z.tape_bytes);
   const Consts k = consts_of(pb);
-  const Plan plan = choose_plan(pb, z.P, z.Q, sm_count(), with_grad, std::is_same_v<Scalar, double>);
   // The variants get their own instantiation, so that the default kernels carry none of their code.
   auto go = is_variant(pb) ? (with_grad ? launch<Scalar, true, true> : launch<Scalar, false, true>)
                            : (with_grad ? launch<Scalar, true, false> : launch<Scalar, false, false>);
-  go(pb, k, plan, z, cost, value, grad, tape, scratch, stream);
+  go(pb, k, z, cost, value, grad, tape, scratch, stream);
 }
 
 template size_t workspace_bytes<float>(const Problem&, bool);
