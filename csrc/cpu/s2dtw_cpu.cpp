@@ -133,7 +133,7 @@ template <typename Scalar>
 void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
   const int threads = useful_threads(num_threads, pb.n_pairs);
   // Allocated here, outside the parallel region, so that running out of memory
-  // raises in the caller instead of terminating inside an OpenMP thread.
+  // raises in the caller instead of terminating inside a pool thread.
   std::vector<Workspace<Scalar>> workspaces;
   workspaces.reserve(threads);
   try {
@@ -142,12 +142,8 @@ void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* gr
     throw OutOfMemory(threads * Workspace<Scalar>::bytes(pb, grad != nullptr));
   }
 
-#pragma omp parallel num_threads(threads)
-  {
-    Workspace<Scalar>& ws = workspaces[team_rank()];
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < pb.n_pairs; ++b) align_pair(pb, b, cost, value, grad, ws);
-  }
+  parallel_pieces(threads, pb.n_pairs,
+                  [&](int64_t b, int worker) { align_pair(pb, b, cost, value, grad, workspaces[worker]); });
 }
 
 // The best instruction set this CPU has.
