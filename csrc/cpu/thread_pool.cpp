@@ -112,11 +112,12 @@ class Pool {
   }
 };
 
-// The pool's threads do not survive fork(): a forked child runs every piece itself.
 std::atomic<bool> forked{false};
 [[maybe_unused]] const int fork_handler = pthread_atfork(nullptr, nullptr, [] { forked = true; });
 
 }  // namespace
+
+bool in_forked_child() { return forked; }
 
 void run_pieces(int threads, int64_t pieces, PieceFn fn, void* body) {
   if (threads <= 1 || pieces <= 1 || in_pool || forked) return run_inline(pieces, fn, body);

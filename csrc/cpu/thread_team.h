@@ -18,6 +18,10 @@
 
 namespace s2dtw::cpu {
 
+// Whether this process is a forked child: the pool's threads do not survive fork(), so a
+// child (a DataLoader worker) runs on its calling thread only, as torch's own kernels do.
+bool in_forked_child();
+
 // Processors this process may run on (its affinity mask), at least 1.
 int usable_processors();
 
