@@ -308,14 +308,10 @@ void run_lockstep(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
   const int64_t groups = int64_t(starts.size()) - 1;
   threads = useful_threads(threads, groups);
   std::vector<LockstepWorkspace<Scalar>>& workspaces = cached_workspaces<LockstepWorkspace<Scalar>>(pb, grad, threads);
-#pragma omp parallel num_threads(threads)
-  {
-    LockstepWorkspace<Scalar>& ws = workspaces[team_rank()];
+  parallel_pieces(threads, groups, [&](int64_t k, int worker) {
     const FlushSubnormals flush;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t k = 0; k < groups; ++k)
-      lockstep_group(pb, cost, value, grad, order.data() + starts[k], int(starts[k + 1] - starts[k]), ws);
-  }
+    lockstep_group(pb, cost, value, grad, order.data() + starts[k], int(starts[k + 1] - starts[k]), workspaces[worker]);
+  });
   release_if_large(workspaces);
 }
 
