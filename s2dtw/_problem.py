@@ -217,12 +217,12 @@ def read_switches(environ: Mapping[str, str] = os.environ) -> Switches:
     if regime not in _CUDA_REGIMES:
         raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_REGIME must be auto, thread or block, got {regime}")
     strip = environ.get("S2DTW_CUDA_STRIP", "")
-    rows = int(strip) if strip.isdigit() else -1
+    rows = int(strip) if strip.isdecimal() else -1
     if strip and not (32 <= rows <= _MAX_CUDA_STRIP and rows % 32 == 0):
         raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_STRIP must be a multiple of 32 in [32, {_MAX_CUDA_STRIP}], "
                          f"got {strip!r}")
     tape = environ.get("S2DTW_CUDA_TAPE_MIB", "")
-    if tape and not (tape.isdigit() and int(tape) <= _MAX_CUDA_TAPE_MIB):
+    if tape and not (tape.isdecimal() and int(tape) <= _MAX_CUDA_TAPE_MIB):
         raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_TAPE_MIB must be an integer in [0, {_MAX_CUDA_TAPE_MIB}], "
                          f"got {tape!r}")
     return Switches(backend, _SIMD_LEVELS[simd], _CUDA_REGIMES[regime], max(rows, 0),
