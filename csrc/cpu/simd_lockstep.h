@@ -11,6 +11,15 @@
 namespace s2dtw::cpu::S2DTW_SIMD_NS {
 namespace {
 
+// The lockstep kernels get GCC's first instruction scheduling pass (before register
+// allocation, off by default on x86): one cell's softmin is longer than the core's reorder
+// window, so the order of the emitted instructions decides how much of it overlaps. About
+// 10 % on float32 (benchmarks/results/cpu_profile_lockstep_2026-12-01_avx2.md), same results.
+#if !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("schedule-insns", "sched-pressure")
+#endif
+
 // Buffers laid out [cell][lane]: the cost in the input dtype (widened to float64 as it
 // is loaded), the smoothed cost, d value / d D and the gradient through the smoothing
 // in float64, d value / d C without smoothing in the input dtype; the tape
@@ -283,6 +292,10 @@ void lockstep_group(const Problem& pb, const Scalar* cost, Scalar* value, Scalar
     write_back(pb, grad, lanes, static_cast<const Scalar*>(ws.gs.data()));
   }
 }
+
+#if !defined(__clang__)
+#pragma GCC pop_options
+#endif
 
 // Pairs sorted by shape, cut into groups of kLanes (banded: one shape per group).
 std::vector<int64_t> lockstep_groups(const Problem& pb, std::vector<int64_t>& order) {

@@ -35,10 +35,26 @@ typedef int64_t NativeI __attribute__((vector_size(8 * kNative)));
 typedef uint64_t NativeU __attribute__((vector_size(8 * kNative)));
 typedef float NativeF __attribute__((vector_size(4 * kNative)));
 typedef int32_t NativeI32 __attribute__((vector_size(4 * kNative)));
+// The same at any address, for loads and stores of one register. (A memcpy of a whole
+// Vec is expanded by GCC 12 into 16-byte moves through the stack, and the 32-byte reads
+// that follow cannot be forwarded from them: a stall of tens of cycles per access.)
+typedef double NativeDU __attribute__((vector_size(8 * kNative), aligned(8), may_alias));
+typedef float NativeFU __attribute__((vector_size(4 * kNative), aligned(4), may_alias));
 // A full register of floats: the lanes of two NativeD.
 constexpr int kWide = 2 * kNative;
 typedef float WideF __attribute__((vector_size(4 * kWide)));
 typedef int32_t WideI __attribute__((vector_size(4 * kWide)));
+typedef float WideFU __attribute__((vector_size(4 * kWide), aligned(4), may_alias));
+
+// float -> double of one register's worth (vcvtps2pd). GCC 12 splits
+// __builtin_convertvector(float -> double) into 128-bit halves and inserts; the intrinsic is one instruction.
+inline NativeD to_double(NativeF f) {
+#if S2DTW_NATIVE_DOUBLES == 8
+  return (NativeD)_mm512_cvtps_pd((__m256)f);
+#else
+  return (NativeD)_mm256_cvtps_pd((__m128)f);
+#endif
+}
 
 #define S2DTW_EACH _Pragma("GCC unroll 8") for (int g = 0; g < kGroup; ++g)
 
@@ -66,24 +82,17 @@ struct Vec {
   }
   static Vec load(const double* p) {
     Vec r;
-    std::memcpy(r.v, p, sizeof(r.v));
+    S2DTW_EACH r.v[g] = *reinterpret_cast<const NativeDU*>(p + g * kNative);
     return r;
   }
   static Vec load(const float* p) {
     Vec r;
-    S2DTW_EACH {
-      NativeF f;
-      std::memcpy(&f, p + g * kNative, sizeof(f));
-      r.v[g] = __builtin_convertvector(f, NativeD);
-    }
+    S2DTW_EACH r.v[g] = to_double(*reinterpret_cast<const NativeFU*>(p + g * kNative));
     return r;
   }
-  void store(double* p) const { std::memcpy(p, v, sizeof(v)); }
+  void store(double* p) const { S2DTW_EACH* reinterpret_cast<NativeDU*>(p + g * kNative) = v[g]; }
   void store(float* p) const {
-    S2DTW_EACH {
-      const NativeF f = __builtin_convertvector(v[g], NativeF);
-      std::memcpy(p + g * kNative, &f, sizeof(f));
-    }
+    S2DTW_EACH* reinterpret_cast<NativeFU*>(p + g * kNative) = __builtin_convertvector(v[g], NativeF);
   }
   double operator[](int lane) const { return v[lane / kNative][lane % kNative]; }
 };
@@ -119,7 +128,9 @@ inline Vec vmax(const Vec& a, const Vec& b) { return select(less(a, b), b, a); }
 // kLanes float lanes in kGroup / 2 full registers, lane order as Vec's.
 struct VecF {
   WideF v[kGroup / 2];
-  void store(float* p) const { std::memcpy(p, v, sizeof(v)); }
+  void store(float* p) const {
+    for (int h = 0; h < kGroup / 2; ++h) *reinterpret_cast<WideFU*>(p + h * kWide) = v[h];
+  }
 };
 
 // Two registers of doubles (or 64-bit masks) as one of floats (32-bit masks), and back.
@@ -144,7 +155,7 @@ inline NativeD widen(WideF x, int half) {
 #else
   const NativeF h = half ? __builtin_shufflevector(x, x, 4, 5, 6, 7) : __builtin_shufflevector(x, x, 0, 1, 2, 3);
 #endif
-  return __builtin_convertvector(h, NativeD);
+  return to_double(h);
 }
 inline VecF select(const Mask& m, const VecF& a, const VecF& b) {
   VecF r;

@@ -35,7 +35,7 @@ inline NativeD gather(const float* base, NativeI idx, NativeI mask, NativeD src)
   const __m128 f =
       _mm256_mask_i64gather_ps(_mm_setzero_ps(), base, (__m256i)idx, (__m128) __builtin_convertvector(mask, I32), 4);
 #endif
-  const NativeD v = __builtin_convertvector((NativeF)f, NativeD);
+  const NativeD v = to_double((NativeF)f);
   return mask ? v : src;
 }
 
