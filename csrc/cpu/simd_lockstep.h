@@ -48,8 +48,9 @@ struct LockstepWorkspace {
 
 // The lanes of one group of up to kLanes pairs (members[0..count)); unused lanes
 // repeat the last pair. n x m: the group's largest shape, the extent of its buffers.
+// offset: each lane's region start, once per group (pair_offset divides by pairs_per_x).
 struct LockstepLanes {
-  int64_t pair[kLanes], n_of[kLanes], m_of[kLanes];
+  int64_t pair[kLanes], n_of[kLanes], m_of[kLanes], offset[kLanes];
   int64_t n = 0, m = 0;
   int count;
   LockstepLanes(const Problem& pb, const int64_t* members, int count) : count(count) {
@@ -57,6 +58,7 @@ struct LockstepLanes {
       pair[l] = members[std::min(l, count - 1)];
       n_of[l] = pb.pair_n[pair[l]];
       m_of[l] = pb.pair_m[pair[l]];
+      offset[l] = pair_offset(pb, pair[l]);
       n = std::max(n, n_of[l]);
       m = std::max(m, m_of[l]);
     }
@@ -77,13 +79,13 @@ void gather_costs(const Problem& pb, const Scalar* cost, const LockstepLanes& la
       int64_t inside[kLanes];
       for (int l = 0; l < kLanes; ++l) {
         inside[l] = lanes.inside(l, i);
-        rows[l] = cost + pair_offset(pb, lanes.pair[l]) + (i < lanes.n_of[l] ? i * pb.stride_i : 0);
+        rows[l] = cost + lanes.offset[l] + (i < lanes.n_of[l] ? i * pb.stride_i : 0);
       }
       gather_row(cb, rows, inside, m, i);
       continue;
     }
     for (int l = 0; l < kLanes; ++l) {
-      const Scalar* row = cost + pair_offset(pb, lanes.pair[l]) + i * pb.stride_i;
+      const Scalar* row = cost + lanes.offset[l] + i * pb.stride_i;
       const int64_t inside = lanes.inside(l, i);
       for (int64_t j = 0; j < m; ++j) cb[(i * m + j) * kLanes + l] = j < inside ? row[j * pb.stride_j] : Scalar(0);
     }
@@ -255,13 +257,13 @@ void write_back(const Problem& pb, Scalar* grad, const LockstepLanes& lanes, con
       int64_t inside[kLanes];
       for (int l = 0; l < lanes.count; ++l) {
         inside[l] = lanes.inside(l, i);
-        rows[l] = grad + pair_offset(pb, lanes.pair[l]) + i * pb.stride_i;
+        rows[l] = grad + lanes.offset[l] + i * pb.stride_i;
       }
       scatter_row(rows, dc, inside, lanes.count, n, m, pb.padded_m, i);
       continue;
     }
     for (int l = 0; l < lanes.count; ++l) {
-      Scalar* row = grad + pair_offset(pb, lanes.pair[l]) + i * pb.stride_i;
+      Scalar* row = grad + lanes.offset[l] + i * pb.stride_i;
       const int64_t inside = lanes.inside(l, i);
       for (int64_t j = 0; j < pb.padded_m; ++j)
         row[j * pb.stride_j] = j < inside ? Scalar(dc[(i * m + j) * kLanes + l]) : Scalar(0);
