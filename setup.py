@@ -4,6 +4,7 @@ Switches (environment variables):
   S2DTW_CUDA=1/0        force the CUDA module on/off (default: on when nvcc is found)
   S2DTW_CUDA_ARCHS=...  CMAKE_CUDA_ARCHITECTURES (default: sm_75 to sm_90 and PTX, see csrc/CMakeLists.txt)
   S2DTW_NATIVE=1        compile the CPU kernels with -march=native (local builds only)
+  S2DTW_OPENMP=0        build without OpenMP (single-threaded kernels), e.g. to test that path
   S2DTW_BUILD_JOBS=N    parallel compile jobs
 
 Each interpreter and configuration has its own CMake build directory, build/cmake/<tag>, kept between
@@ -126,6 +127,7 @@ def _configuration(use_cuda: bool) -> dict[str, str]:
         "cuda": "ON" if use_cuda else "OFF",
         "cuda_archs": os.environ.get("S2DTW_CUDA_ARCHS", "") if use_cuda else "",
         "native": "ON" if _flag("S2DTW_NATIVE") else "OFF",
+        "openmp": "OFF" if _flag("S2DTW_OPENMP") is False else "ON",
     }
 
 
@@ -171,6 +173,8 @@ class CMakeBuild(build_ext):
             f"-DS2DTW_NATIVE={config['native']}",
             "-DCMAKE_BUILD_TYPE=Release",
         ]
+        if config["openmp"] == "OFF":
+            args.append("-DCMAKE_DISABLE_FIND_PACKAGE_OpenMP=ON")
         if use_cuda:
             args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
             if config["cuda_archs"]:
@@ -178,6 +182,9 @@ class CMakeBuild(build_ext):
 
         print(f"s2dtw: building the C++ extension in {build_dir} (CUDA {config['cuda'].lower()})", flush=True)
         subprocess.run([cmake, "-S", str(ROOT / "csrc"), "-B", str(build_dir), *args], check=True)
+        if _read_cache(build_dir).get("S2DTW_HAVE_OPENMP") != "ON":
+            print("s2dtw: WARNING: no OpenMP found; the CPU kernels will run single-threaded "
+                  "(install your compiler's OpenMP, e.g. libomp-dev for clang)", file=sys.stderr, flush=True)
         jobs = os.environ.get("S2DTW_BUILD_JOBS", str(os.cpu_count() or 2))
         subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
         return modules
@@ -187,9 +194,6 @@ if __name__ == "__main__":  # as setuptools runs it; tests/test_packaging.py imp
     if tuple(int(part) for part in setuptools.__version__.split(".")[:2]) < MIN_SETUPTOOLS:
         sys.exit(f"building s2dtw needs setuptools>=77 (found {setuptools.__version__}): "
                  "pip install -U 'setuptools>=77'")
-    if "S2DTW_OPENMP" in os.environ:  # a removed switch: its single-threaded build is gone, say so
-        sys.exit("S2DTW_OPENMP is no longer a build switch: the CPU kernels use s2dtw's own thread pool, never "
-                 "OpenMP; unset it (one thread at run time: torch.set_num_threads(1))")
     setup(
         ext_modules=[CMakeExtension(name) for name in ["s2dtw._cpu"] + (["s2dtw._cuda"] if _use_cuda() else [])],
         cmdclass={"build_ext": CMakeBuild},

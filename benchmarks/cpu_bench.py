@@ -39,8 +39,7 @@ def _threads_from_argv() -> int:
     return 2
 
 
-# Thread counts must be in the environment before torch and numba (and their OpenMP runtimes) start;
-# the cpp backend takes torch.get_num_threads().
+# Thread counts must be in the environment before torch / numba / OpenMP start.
 THREADS = _threads_from_argv()
 for _var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = str(THREADS)

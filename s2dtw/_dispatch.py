@@ -1,6 +1,6 @@
 """The one place that picks a backend and calls it.
 
-Backends, fastest first: ``cuda`` (CUDA tensors), ``cpp`` (C++, its own thread pool), ``numba``,
+Backends, fastest first: ``cuda`` (CUDA tensors), ``cpp`` (C++/OpenMP), ``numba``,
 ``numpy`` (the reference). Extension modules and numba are imported lazily, on
 first use. Nothing is ever moved between devices here: a CUDA tensor runs on the
 CUDA backend or raises.
@@ -59,15 +59,16 @@ def _numba_installed() -> bool:
 def backends() -> dict[str, Any]:
     """What this installation can run, and which backend each device uses by default.
 
-    Example: ``{"cpp": True, "simd": "avx512", "cuda": False, "cuda_module_built": False, "numba": True,
+    Example: ``{"cpp": True, "openmp": True, "simd": "avx512", "cuda": False, "numba": True,
     "numpy": True, "default": {"cpu": "cpp", "cuda": None}}``. ``cuda`` is True only when the CUDA module
-    was built and a CUDA device is visible; ``numba`` says whether the optional numba
-    (``pip install "s2dtw[numba]"``) is installed.
+    was built and a CUDA device is visible; ``openmp`` False means the C++ kernels run single-threaded;
+    ``numba`` says whether the optional numba (``pip install "s2dtw[numba]"``) is installed.
     """
     cpp = _load("cpp")
     default_cpu = next(name for name in _CPU_BACKENDS if _available(name))
     return {
         "cpp": cpp is not None,
+        "openmp": bool(cpp is not None and cpp.openmp),
         "simd": _simd_level(cpp.best_simd_level()) if cpp is not None else None,
         "cuda": _available("cuda"),
         "cuda_module_built": _load("cuda") is not None,
@@ -129,9 +130,22 @@ def _warn_slow_fallback() -> None:
     )
 
 
+@functools.cache
+def _warn_single_threaded() -> None:
+    warnings.warn(
+        "s2dtw: more than one thread requested (torch.get_num_threads()) but the C++ extension was built without "
+        "OpenMP, so its kernels run single-threaded; rebuild with a compiler that has OpenMP (see docs/building.md)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
 def _run_cpp(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, problem: Problem) -> None:
-    _load("cpp").run(_DTYPE_NAMES[cost.dtype], cost.data_ptr(), value.data_ptr(),
-                     0 if grad is None else grad.data_ptr(), torch.get_num_threads(), problem)
+    module, threads = _load("cpp"), torch.get_num_threads()
+    if threads > 1 and not module.openmp:
+        _warn_single_threaded()
+    module.run(_DTYPE_NAMES[cost.dtype], cost.data_ptr(), value.data_ptr(), 0 if grad is None else grad.data_ptr(),
+               threads, problem)
 
 
 def _check_lengths_device(layout: Layout, cost: torch.Tensor) -> None:

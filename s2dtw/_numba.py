@@ -207,10 +207,8 @@ def _kernel(cost, value, grad, with_grad, pair_n, pair_m, slots, pairs_per_x, pa
 
 
 # The parallel kernel, and the same code compiled without threads (prange runs as range) for one
-# thread or a forked child: GNU OpenMP does not survive a fork. A parallel region in the child on
-# numba's OpenMP threading layer (its default without TBB) aborts it ("fork() called from a process
-# already using GNU OpenMP") when the parent ran one, even at one thread, and hangs when only the
-# parent's torch used OpenMP threads (numba 0.68, torch 2.13).
+# thread or a forked child: a parallel numba region in a child of a process that already used GNU
+# OpenMP aborts it ("fork() called from a process already using GNU OpenMP"), even at one thread.
 def _compiled(name: str, **options) -> numba.core.registry.CPUDispatcher:
     """`_kernel` compiled under its own name: numba's on-disk cache tells functions apart by name, not options."""
     copy = types.FunctionType(_kernel.__code__, _kernel.__globals__, name)

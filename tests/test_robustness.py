@@ -336,7 +336,7 @@ def test_the_workspace_cache_bound_holds_over_threads_and_dtypes_in_a_subprocess
             release.wait()
 
         threads = [threading.Thread(target=call, args=(dtype,)) for dtype in [torch.float64] * 3 + [torch.float32]]
-        s2dtw.s2dtw(cost=torch.rand(1, 300, 300, requires_grad=True), backend="cpp")  # pool threads, arenas
+        s2dtw.s2dtw(cost=torch.rand(1, 300, 300, requires_grad=True), backend="cpp")  # OpenMP threads, arenas
         before = rss()
         for t in threads:  # one after the other: each call finds the others' caches
             t.start()

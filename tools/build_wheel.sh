@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # A portable CPU wheel, checked the way a user without a compiler gets it:
 #   1. build the wheel with S2DTW_CUDA=0 (python -m build, isolated),
-#   2. `auditwheel repair` it into a manylinux wheel (nothing to graft: the module needs only glibc,
-#      libstdc++ and libgcc_s),
+#   2. `auditwheel repair` it into a manylinux wheel (libgomp is grafted in),
 #   3. install that into a fresh venv, with no compiler on PATH, and run the test suite against it from a
 #      copy of tests/ outside the source tree (so the checkout cannot shadow the installed package).
 # Usage: tools/build_wheel.sh [WORKDIR]   (the repaired wheel lands in WORKDIR/wheelhouse)
@@ -41,7 +40,7 @@ cd "$work"
     if command -v "$tool" >/dev/null; then echo "$tool is still on PATH" >&2; exit 1; fi
   done
   python -c "import s2dtw, sys; info = s2dtw.backends(); print(s2dtw.__file__, info); \
-sys.exit(0 if info['cpp'] and '$work/user/' in s2dtw.__file__ else 1)"
+sys.exit(0 if info['cpp'] and info['openmp'] and '$work/user/' in s2dtw.__file__ else 1)"
   python -m pytest -q -p no:cacheprovider --rootdir "$work" "$work/tests"
 )
 echo "== ok: $(basename "$wheel")"

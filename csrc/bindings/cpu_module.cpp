@@ -62,6 +62,7 @@ bool check_math(const std::string& level, uintptr_t x, uintptr_t exp_x, uintptr_
 
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "s2dtw CPU kernels (pointers in, no torch)";
+  m.attr("openmp") = s2dtw::cpu::has_openmp();
   m.def(
       "best_simd_level", [] { return std::string(s2dtw::cpu::simd_name(s2dtw::cpu::simd_level())); },
       "The best instruction set this CPU has: 'avx512', 'avx2' or 'scalar' (a call runs at most at "

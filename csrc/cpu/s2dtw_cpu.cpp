@@ -219,6 +219,14 @@ bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n) {
   return false;
 }
 
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
 template bool check_math<float>(SimdLevel, const float*, float*, float*, int64_t);
 template bool check_math<double>(SimdLevel, const double*, double*, double*, int64_t);
 template void run<float>(const Problem&, const float*, float*, float*, int);

@@ -23,6 +23,8 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
 template <typename T>
 bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n);
 
+bool has_openmp();
+
 // Shared with the second-order kernel (second_order.cpp): the check of every pair's lengths against
 // its padded region (throws std::invalid_argument).
 void check_pair_lengths(const Problem& pb);
