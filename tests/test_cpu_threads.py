@@ -47,8 +47,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_thread_counts_agree_in_a_subprocess():
-    # 1, 2 and 3 threads: the same bits. The pool caps threads at the processors the process may use, so on a
-    # 2-core runner 3 runs as 2 and the pinned run as 1: this checks the cap, not more threads than cores.
+    # 1, 2 and 3 threads (3: more than a 2-core runner has; 2 on one processor): the same bits.
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     lines = [line.split() for line in out.stdout.splitlines()]

@@ -71,7 +71,7 @@ struct DiagonalWorkspace {
   int64_t progress_size = 0;
   size_t bytes() const { return capacity_bytes(d, g, diags, rows, seed, tape_diag, tape_up, e_strip, c_strip, offset); }
   DiagonalWorkspace() = default;
-  DiagonalWorkspace(DiagonalWorkspace&&) noexcept = default;
+  DiagonalWorkspace(DiagonalWorkspace&&) noexcept {}
   static int64_t diag_stride(int64_t P, int threads) { return P + strip_rows(P, threads) + 2 * kLanes + 4; }
   // E of one strip, by diagonal: H slots for each of its H + Q - 1 diagonals.
   static int64_t e_strip_size(int64_t P, int64_t Q, int threads) {

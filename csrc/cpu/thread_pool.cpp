@@ -48,16 +48,7 @@ void take_pieces(Call& call, int worker) {
   }
 }
 
-// Marks this thread as inside a call for its lifetime, so that a call made inside a
-// piece runs inline (also after an inline call, which holds no pool).
-struct InPool {
-  const bool outer = in_pool;
-  InPool() { in_pool = true; }
-  ~InPool() { in_pool = outer; }
-};
-
 void run_inline(int64_t pieces, PieceFn fn, void* body) {
-  const InPool inside;
   for (int64_t p = 0; p < pieces; ++p) fn(body, p, 0);
 }
 
@@ -75,10 +66,9 @@ class Pool {
       ++seq_;
     }
     wake_.notify_all();
-    {
-      const InPool inside;
-      take_pieces(*call, 0);
-    }
+    in_pool = true;
+    take_pieces(*call, 0);
+    in_pool = false;
     wait_until([&] { return call->done.load(std::memory_order_acquire) == pieces; });
     std::lock_guard<std::mutex> lock(m_);
     current_.reset();
@@ -96,16 +86,12 @@ class Pool {
   // Pool threads up to `count`; one that cannot be started leaves its pieces to the others.
   void grow(int count) {
     if (workers_ >= count) return;
-    // The pool threads take no asynchronous signals (Python's handlers belong to its
-    // threads); a fault (SIGSEGV, ...) raised in one still reaches its handler, which
-    // a blocked synchronous signal would bypass (faulthandler would print nothing).
-    sigset_t blocked, saved;
-    sigfillset(&blocked);
-    for (const int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS}) sigdelset(&blocked, sig);
-    pthread_sigmask(SIG_SETMASK, &blocked, &saved);
+    sigset_t all, saved;  // the pool threads take no signals: Python's handlers belong to its threads
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
     try {
       for (; workers_ < count; ++workers_) std::thread([this, id = workers_ + 1] { serve(id); }).detach();
-    } catch (...) {  // system_error or bad_alloc: the threads started so far do the work
+    } catch (const std::system_error&) {
     }
     pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   }

@@ -67,8 +67,7 @@ using PieceFn = void (*)(void* body, int64_t piece, int worker);
 // never waits for a pool thread that took no piece (one the scheduler has not run yet
 // finds the pieces gone and goes back to sleep). On the calling thread alone, in
 // order, in a forked child (the pool's threads are not there), inside a piece, or when
-// another call holds the pool. A piece must not throw (the trampoline of
-// parallel_pieces is noexcept: a throwing piece terminates, never leaves a call half-run).
+// another call holds the pool. A piece must not throw.
 void run_pieces(int threads, int64_t pieces, PieceFn fn, void* body);
 
 // run_pieces for a callable body(int64_t piece, int worker). What a piece computes must
@@ -78,7 +77,7 @@ template <typename Body>
 void parallel_pieces(int threads, int64_t pieces, Body&& body) {
   using B = std::remove_reference_t<Body>;
   run_pieces(
-      threads, pieces, [](void* b, int64_t piece, int worker) noexcept { (*static_cast<B*>(b))(piece, worker); },
+      threads, pieces, [](void* b, int64_t piece, int worker) { (*static_cast<B*>(b))(piece, worker); },
       static_cast<void*>(&body));
 }
 
