@@ -6,8 +6,6 @@
     python benchmarks/cpu_bench.py --write    # ... and writes benchmarks/results/cpu_<date>.md (+ .json)
     python benchmarks/cpu_bench.py --quick --shapes a,s2
     python benchmarks/cpu_bench.py --contention --write   # + worst of 25 calls beside a busy process
-    python benchmarks/cpu_bench.py --contention --dtypes float32 --libs "s2dtw cpp,tslearn" --budget 0.3
-                                                # every shape's contention figures in about 4 minutes
     S2DTW_SIMD=avx2 python benchmarks/cpu_bench.py   # the AVX2 kernels on an AVX-512 machine
 
 Every library gets the same random cost tensors (B, N, M) (float32 and float64). Before its time counts,

@@ -11,6 +11,8 @@
 #include "s2dtw_cpu_simd.h"
 #include "thread_team.h"
 
+#include <pthread.h>
+
 namespace s2dtw::cpu {
 
 std::atomic<int64_t> kept_workspace_bytes{0};
@@ -131,7 +133,7 @@ template <typename Scalar>
 void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
   const int threads = useful_threads(num_threads, pb.n_pairs);
   // Allocated here, outside the parallel region, so that running out of memory
-  // raises in the caller instead of terminating inside a pool thread.
+  // raises in the caller instead of terminating inside an OpenMP thread.
   std::vector<Workspace<Scalar>> workspaces;
   workspaces.reserve(threads);
   try {
@@ -140,8 +142,12 @@ void run_scalar(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* gr
     throw OutOfMemory(threads * Workspace<Scalar>::bytes(pb, grad != nullptr));
   }
 
-  parallel_pieces(threads, pb.n_pairs,
-                  [&](int64_t b, int worker) { align_pair(pb, b, cost, value, grad, workspaces[worker]); });
+#pragma omp parallel num_threads(threads)
+  {
+    Workspace<Scalar>& ws = workspaces[team_rank()];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < pb.n_pairs; ++b) align_pair(pb, b, cost, value, grad, ws);
+  }
 }
 
 // The best instruction set this CPU has.
@@ -173,6 +179,18 @@ void check_pair_lengths(const Problem& pb) {
   }
 }
 
+namespace {
+
+// libgomp's thread pool does not survive fork(): a child (a DataLoader worker) that
+// opens a parallel region of more than one thread hangs. A forked child runs on its
+// calling thread only, as torch's own kernels do.
+std::atomic<bool> forked_child{false};
+[[maybe_unused]] const int fork_handler_registered = pthread_atfork(nullptr, nullptr, [] { forked_child = true; });
+
+}  // namespace
+
+bool in_forked_child() { return forked_child; }
+
 SimdLevel simd_level() {
   static const SimdLevel cpu_level = detect_simd();
   return cpu_level;
@@ -192,7 +210,7 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   // The kernels' band follows the diagonal from the first to the last cell, which an open path need not touch.
   if (pb.banded && (pb.open_begin || pb.open_end))
     throw std::invalid_argument("s2dtw: open_begin / open_end cannot be combined with a band");
-  if (in_forked_child()) num_threads = 1;  // one thread, and the same sums as one thread
+  if (forked_child) num_threads = 1;
   const SimdLevel level = std::min(SimdLevel(std::clamp(pb.max_simd, 0, 2)), simd_level());
 #ifdef S2DTW_HAVE_SIMD
   try {

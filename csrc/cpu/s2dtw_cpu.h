@@ -1,4 +1,4 @@
-// CPU kernels: pairs on our thread pool (thread_team.h); vectorised (AVX2 / AVX-512, chosen at run time)
+// CPU kernels: OpenMP over pairs; vectorised (AVX2 / AVX-512, chosen at run time)
 // or scalar.
 #pragma once
 
@@ -26,8 +26,10 @@ bool check_math(SimdLevel level, const T* x, T* exp_x, T* log_x, int64_t n);
 bool has_openmp();
 
 // Shared with the second-order kernel (second_order.cpp): the check of every pair's lengths against
-// its padded region (throws std::invalid_argument).
+// its padded region (throws std::invalid_argument), and whether this process is a forked child
+// (libgomp's pool does not survive fork(): run on the calling thread only).
 void check_pair_lengths(const Problem& pb);
+bool in_forked_child();
 
 // Bytes the kernels keep cached between calls, in all (at most 256 MiB once calls return).
 int64_t cached_workspace_bytes();

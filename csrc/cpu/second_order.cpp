@@ -246,10 +246,14 @@ void hvp(const Problem& pb, const Scalar* cost, const Scalar* direction, Scalar*
   } catch (const std::bad_alloc&) {
     throw OutOfMemory(hvp_workspace_bytes<Scalar>(pb, num_threads));
   }
-  std::atomic<int64_t> unreached{-1};  // a piece must not throw
-  parallel_pieces(threads, pb.n_pairs, [&](int64_t b, int worker) {
-    if (!hvp_pair(pb, b, cost, direction, out, workspaces[worker])) unreached = b;
-  });
+  std::atomic<int64_t> unreached{-1};  // an exception must not leave an OpenMP region
+#pragma omp parallel num_threads(threads)
+  {
+    Workspace<Scalar>& ws = workspaces[team_rank()];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < pb.n_pairs; ++b)
+      if (!hvp_pair(pb, b, cost, direction, out, ws)) unreached = b;
+  }
   if (unreached >= 0)
     throw std::invalid_argument("s2dtw: second order: no monotone path reaches the last cell of pair " +
                                 std::to_string(int64_t(unreached)) + " inside the band");

@@ -21,10 +21,10 @@ inline Mask inside_mask(const Vec& iota, const Diagonal& dg, int64_t s) {
   return less(Vec::splat(double(dg.lo) - 1.0), p) & less(p, Vec::splat(double(dg.hi) + 1.0));
 }
 
-// Walking pair b, by pieces that whichever of the `threads` workers is free runs (tid:
-// the one running this walk, whose scratch it uses; the workspace was sized for
-// `threads`). The rows are cut into strips of H rows, the next strip to the first free
-// worker (a strip only waits for strips taken before it: no deadlock). A strip walks its
+// One thread's part of walking pair b, which the `team` threads of the parallel region
+// walk together (tid is this one); the workspace was sized for `threads` >= team threads.
+// The rows are cut into strips of H rows, the next strip to the first free thread (a
+// strip's thread only waits for strips taken before it: no deadlock). A strip walks its
 // part of every anti-diagonal; it needs the row above it (forward) or below it
 // (backward) one and two diagonals back, which its neighbour strip leaves in a boundary
 // row and announces through its progress: no barrier per diagonal.
@@ -32,7 +32,7 @@ template <typename Scalar>
 struct DiagonalWalk {
   const Problem& pb;
   DiagonalWorkspace<Scalar>& ws;
-  const int tid, threads;
+  const int tid, team, threads;
   const PairGrid g;
   const int64_t H, strips;
   const CostView<double, Scalar> view;
@@ -50,10 +50,11 @@ struct DiagonalWalk {
   const LaneOffsets cost_offsets, d_offsets;
 
   DiagonalWalk(const Problem& pb, int64_t b, const Scalar* cost, Scalar* grad, DiagonalWorkspace<Scalar>& ws, int tid,
-               int threads)
+               int team, int threads)
       : pb(pb),
         ws(ws),
         tid(tid),
+        team(team),
         threads(threads),
         g(pb, b),
         H(strip_rows(g.P, threads)),
@@ -73,6 +74,13 @@ struct DiagonalWalk {
     for (int l = 0; l < kLanes; ++l) lane_index[l] = l;
     iota = Vec::load(lane_index);
     S2DTW_EACH iota_i[g] = lane_iota(g);
+  }
+
+  // Chunks of kChunkRows rows of [0, rows) to whichever thread is free.
+  template <typename Body>
+  void for_rows(Phase phase, int64_t rows, Body body) {
+    for (int64_t i0; (i0 = ws.work[phase].take() * kChunkRows) < rows;)
+      for (int64_t i = i0; i < std::min(rows, i0 + kChunkRows); ++i) body(i);
   }
 
   template <typename Done>
@@ -96,24 +104,30 @@ struct DiagonalWalk {
     return r;
   }
 
-  // Set-up, by the caller before the pieces: tape offsets, boundary rows, progress.
+  // Set-up by thread 0 (work counters, tape offsets, boundary rows, progress), then,
+  // with smoothing, D computed once, row-major (without, the grid cells are read
+  // straight from the cost).
   void prepare() {
-    int64_t at = 0;
-    for (int64_t d = 0; d <= g.last_d; ++d) {
-      const Diagonal dg = diagonal(g.P, g.Q, g.width, d);
-      ws.offset[d] = at + kLanes - dg.lo;  // slot s of diagonal d at offset[d] + s
-      at += std::max<int64_t>(dg.hi - dg.lo + 1, 0) + 2 + 2 * kLanes;
+    if (tid == 0) {
+      for (WorkCounter& w : ws.work) w.next.store(0, std::memory_order_relaxed);
+      int64_t at = 0;
+      for (int64_t d = 0; d <= g.last_d; ++d) {
+        const Diagonal dg = diagonal(g.P, g.Q, g.width, d);
+        ws.offset[d] = at + kLanes - dg.lo;  // slot s of diagonal d at offset[d] + s
+        at += std::max<int64_t>(dg.hi - dg.lo + 1, 0) + 2 + 2 * kLanes;
+      }
+      std::fill(ws.rows.begin(), ws.rows.begin() + (strips + 1) * (g.Q + 2), kInf);
+      for (int64_t k = 0; k < strips; ++k) ws.progress[k].d.store(-1, std::memory_order_relaxed);
     }
-    std::fill(ws.rows.begin(), ws.rows.begin() + (strips + 1) * (g.Q + 2), kInf);
-    for (int64_t k = 0; k < strips; ++k) ws.progress[k].d.store(-1, std::memory_order_relaxed);
-  }
-
-  // With smoothing, D computed once, row-major (without, the grid cells are read
-  // straight from the cost): the rows of one chunk.
-  void smooth_cost(int64_t chunk) {
-    double* D = ws.d.data();
-    for (int64_t i = chunk * kChunkRows; i < std::min((chunk + 1) * kChunkRows, g.n); ++i)
-      for (int64_t j = 0; j < g.m; ++j) D[i * g.m + j] = smoothed_cost(pb, view, i, j, (double*)nullptr);
+    ws.barrier.wait(team);
+    if (pb.smooth) {
+      double* D = ws.d.data();
+      const int64_t m = g.m;
+      for_rows(kSmoothCost, g.n, [&](int64_t i) {
+        for (int64_t j = 0; j < m; ++j) D[i * m + j] = smoothed_cost(pb, view, i, j, (double*)nullptr);
+      });
+      ws.barrier.wait(team);
+    }
   }
 
   // Forward of strip k. Slot r0 of a strip (row r0 - 1) comes from the strip above;
@@ -175,15 +189,18 @@ struct DiagonalWalk {
     value[b] = Scalar(end_value(pb, below + 1, Q, 1, out ? ws.seed.data() : nullptr));
   }
 
-  // Between the passes (by the caller): the boundary rows hold E (0) and every strip's
-  // progress starts past the last diagonal; without smoothing, the padding rows of the
-  // gradient get zeros (the strips' unskew writes rows < n).
+  // Between the passes: the boundary rows hold E (0) and every strip's progress
+  // starts past the last diagonal; without smoothing, the padding rows of the gradient
+  // get zeros (the strips' unskew writes rows < n).
   void prepare_backward() {
-    std::fill(ws.rows.begin(), ws.rows.begin() + strips * (g.Q + 2), 0.0);
-    for (int64_t k = 0; k < strips; ++k) ws.progress[k].d.store(g.last_d + 1, std::memory_order_relaxed);
+    if (tid == 0) {
+      std::fill(ws.rows.begin(), ws.rows.begin() + strips * (g.Q + 2), 0.0);
+      for (int64_t k = 0; k < strips; ++k) ws.progress[k].d.store(g.last_d + 1, std::memory_order_relaxed);
+    }
     if (!pb.smooth)
-      for (int64_t i = g.n; i < pb.padded_n; ++i)
+      for (int64_t i = g.n + tid; i < pb.padded_n; i += team)
         for (int64_t j = 0; j < pb.padded_m; ++j) out[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+    ws.barrier.wait(team);
   }
 
   // Backward of strip k: E by diagonals from the corner, strips from the bottom, the last
@@ -244,11 +261,11 @@ struct DiagonalWalk {
   }
 
   // Through the smoothing into the gradient: row i of dC collects G of rows i and
-  // i + 1 (see docs/semantics.md, Gradient): the rows of one chunk.
-  void smooth_gradient(int64_t chunk) {
+  // i + 1 (see docs/semantics.md, Gradient).
+  void smooth_gradient() {
     const int64_t n = g.n, m = g.m;
     const double* G = ws.g.data();
-    for (int64_t i = chunk * kChunkRows; i < std::min((chunk + 1) * kChunkRows, pb.padded_n); ++i) {
+    for_rows(kSmoothGrad, pb.padded_n, [&](int64_t i) {
       for (int64_t j = 0; j < pb.padded_m; ++j) {
         double v = 0.0;
         if (i < n && j < m) {
@@ -260,35 +277,29 @@ struct DiagonalWalk {
         }
         out[i * pb.stride_i + j * pb.stride_j] = Scalar(v);
       }
-    }
+    });
   }
 };
 
-// One pair by anti-diagonals on `threads` workers (1: this thread alone, in order): the
-// set-up, then each phase's pieces (chunks of rows of the smoothing, strips of the
-// forward and the backward) to whichever worker is free, a phase ending when its last
-// piece is done.
+// One pair by anti-diagonals, run together by the `team` threads of the parallel
+// region (tid is this one): the phases set-up, forward, backward, gradient, with a
+// barrier between them.
 template <typename Scalar>
 void diagonal_pair(const Problem& pb, int64_t b, const Scalar* cost, Scalar* value, Scalar* grad,
-                   DiagonalWorkspace<Scalar>& ws, int threads) {
-  DiagonalWalk<Scalar> lead(pb, b, cost, grad, ws, 0, threads);
-  const int64_t strips = lead.strips;
-  const auto phase = [&](int64_t pieces, auto piece) {
-    parallel_pieces(threads, pieces, [&](int64_t k, int worker) {
-      const FlushSubnormals flush;
-      DiagonalWalk<Scalar> walk(pb, b, cost, grad, ws, worker, threads);
-      piece(walk, k);
-    });
-  };
-  lead.prepare();
-  if (pb.smooth) phase((lead.g.n + kChunkRows - 1) / kChunkRows, [&](auto& w, int64_t k) { w.smooth_cost(k); });
+                   DiagonalWorkspace<Scalar>& ws, int tid, int team, int threads) {
+  DiagonalWalk<Scalar> walk(pb, b, cost, grad, ws, tid, team, threads);
+  walk.prepare();
   with_hard(pb.gamma == 0, [&](auto hard) {
-    phase(strips, [&](auto& w, int64_t k) { w.template forward_strip<decltype(hard)::value>(k, value, b); });
+    for (int64_t k; (k = ws.work[kForward].take()) < walk.strips;)
+      walk.template forward_strip<decltype(hard)::value>(k, value, b);
   });
-  if (!grad) return;
-  lead.prepare_backward();
-  phase(strips, [&](auto& w, int64_t k) { w.backward_strip(strips - 1 - k); });
-  if (pb.smooth) phase((pb.padded_n + kChunkRows - 1) / kChunkRows, [&](auto& w, int64_t k) { w.smooth_gradient(k); });
+  ws.barrier.wait(team);
+  if (!grad) return;  // (the barrier above: the next pair reuses the workspace)
+  walk.prepare_backward();
+  for (int64_t k; (k = walk.strips - 1 - ws.work[kBackward].take()) >= 0;) walk.backward_strip(k);
+  ws.barrier.wait(team);
+  if (pb.smooth) walk.smooth_gradient();
+  ws.barrier.wait(team);
 }
 
 template <typename Scalar>
@@ -298,12 +309,18 @@ void run_diagonal(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
   const bool shared = pb.n_pairs < threads;  // every thread on every pair
   std::vector<DiagonalWorkspace<Scalar>>& workspaces =
       cached_workspaces<DiagonalWorkspace<Scalar>>(pb, grad, shared ? 1 : threads);
-  if (shared) {
-    workspaces[0].reserve(pb, grad != nullptr, threads);
-    for (int64_t b = 0; b < pb.n_pairs; ++b) diagonal_pair(pb, b, cost, value, grad, workspaces[0], threads);
-  } else {
-    parallel_pieces(threads, pb.n_pairs,
-                    [&](int64_t b, int worker) { diagonal_pair(pb, b, cost, value, grad, workspaces[worker], 1); });
+  if (shared) workspaces[0].reserve(pb, grad != nullptr, threads);
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = team_rank(), team = team_size();
+    const FlushSubnormals flush;
+    if (shared) {
+      for (int64_t b = 0; b < pb.n_pairs; ++b)
+        diagonal_pair(pb, b, cost, value, grad, workspaces[0], tid, team, threads);
+    } else {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t b = 0; b < pb.n_pairs; ++b) diagonal_pair(pb, b, cost, value, grad, workspaces[tid], 0, 1, 1);
+    }
   }
   release_if_large(workspaces);
 }

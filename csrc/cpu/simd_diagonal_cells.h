@@ -61,7 +61,10 @@ constexpr int64_t kSkewRows = 16;
 // strip, the boundary row it shares with its neighbour and its progress; the tape
 // (weights of the (diagonal, up) predecessors) by diagonal slot, diagonal d's
 // segment covering slots [lo - kLanes, hi + 2 + kLanes); per thread, E (and the cost,
-// when skewed) of the strip it is on, by diagonal.
+// when skewed) of the strip it is on, by diagonal. The threads sharing a pair take its
+// pieces of work (strips, chunks of rows of the smoothing) from work counters, and
+// meet at the barrier between the phases (set-up, forward, backward, gradient).
+enum Phase { kSmoothCost, kForward, kBackward, kSmoothGrad, kPhases };
 template <typename Scalar>
 struct DiagonalWorkspace {
   Buffer<double> d, g, diags, rows, seed;
@@ -69,6 +72,8 @@ struct DiagonalWorkspace {
   std::vector<int64_t> offset;
   std::unique_ptr<Progress[]> progress;
   int64_t progress_size = 0;
+  SpinBarrier barrier;
+  WorkCounter work[kPhases];
   size_t bytes() const { return capacity_bytes(d, g, diags, rows, seed, tape_diag, tape_up, e_strip, c_strip, offset); }
   DiagonalWorkspace() = default;
   DiagonalWorkspace(DiagonalWorkspace&&) noexcept {}

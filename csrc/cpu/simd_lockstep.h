@@ -323,10 +323,14 @@ void run_lockstep(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* 
   const int64_t groups = int64_t(starts.size()) - 1;
   threads = useful_threads(threads, groups);
   std::vector<LockstepWorkspace<Scalar>>& workspaces = cached_workspaces<LockstepWorkspace<Scalar>>(pb, grad, threads);
-  parallel_pieces(threads, groups, [&](int64_t k, int worker) {
+#pragma omp parallel num_threads(threads)
+  {
+    LockstepWorkspace<Scalar>& ws = workspaces[team_rank()];
     const FlushSubnormals flush;
-    lockstep_group(pb, cost, value, grad, order.data() + starts[k], int(starts[k + 1] - starts[k]), workspaces[worker]);
-  });
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t k = 0; k < groups; ++k)
+      lockstep_group(pb, cost, value, grad, order.data() + starts[k], int(starts[k + 1] - starts[k]), ws);
+  }
   release_if_large(workspaces);
 }
 

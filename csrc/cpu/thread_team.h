@@ -1,14 +1,13 @@
-// Threads of the CPU kernels: how many to use, a pool of our own that hands out a
-// call's pieces of work, and waits that give the core away when the awaited thread is
-// not running. Included before any #pragma GCC target (simd_per_isa.h): these inline
-// functions are shared with the scalar code and must not be compiled for AVX-512.
+// Threads of the CPU kernels: how many to start, who is in the team OpenMP actually
+// started, and waits that give the core away when the awaited thread is not running.
+// Included before any #pragma GCC target (simd_per_isa.h): these inline functions are
+// shared with the scalar code and must not be compiled for AVX-512.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <ctime>
-#include <type_traits>
-#include <utility>
 
 #include <sched.h>
 
@@ -16,21 +15,39 @@
 #include <immintrin.h>
 #endif
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace s2dtw::cpu {
 
-// Whether this process is a forked child: the pool's threads do not survive fork(), so a
-// child (a DataLoader worker) runs on its calling thread only, as torch's own kernels do.
-bool in_forked_child();
-
-// Processors this process may run on (its affinity mask), at least 1.
-int usable_processors();
-
-// Threads worth using for `items` independent pieces of work: never more than the
+// Threads worth starting for `items` independent pieces of work: never more than the
 // pieces, nor than the processors this process may run on (more threads than cores
 // only take turns, and a waiting one then holds a core that the awaited one needs).
 inline int useful_threads(int requested, int64_t items) {
   int64_t t = std::min<int64_t>(std::max(requested, 1), std::max<int64_t>(items, 1));
-  return int(std::min<int64_t>(t, usable_processors()));
+#ifdef _OPENMP
+  t = std::min<int64_t>(t, std::max(omp_get_num_procs(), 1));
+#endif
+  return int(t);
+}
+
+// This thread's number and the size of the team inside a parallel region: OpenMP may
+// start fewer threads than num_threads asked for (OMP_THREAD_LIMIT, OMP_DYNAMIC,
+// nesting), so work and barriers count the team, never the request.
+inline int team_rank() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+inline int team_size() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
 }
 
 inline void cpu_relax() {
@@ -58,27 +75,27 @@ inline void wait_until(Done done) {
   }
 }
 
-// One piece of a call: body(piece, worker) with worker in [0, threads).
-using PieceFn = void (*)(void* body, int64_t piece, int worker);
+// A barrier for the `team` threads of one parallel region (the caller passes
+// team_size()), with the backing-off wait.
+struct SpinBarrier {
+  std::atomic<int> arrived{0}, phase{0};
+  void wait(int team) {
+    if (team <= 1) return;
+    const int ph = phase.load(std::memory_order_acquire);
+    if (arrived.fetch_add(1, std::memory_order_acq_rel) == team - 1) {
+      arrived.store(0, std::memory_order_relaxed);
+      phase.store(ph + 1, std::memory_order_release);
+    } else {
+      wait_until([&] { return phase.load(std::memory_order_acquire) != ph; });
+    }
+  }
+};
 
-// Runs fn(body, piece, worker) for every piece in [0, pieces) on the calling thread
-// (worker 0) and up to threads - 1 pool threads (workers 1, 2, ...), whichever is free
-// taking the next piece, in increasing order. Returns when every piece is done: it
-// never waits for a pool thread that took no piece (one the scheduler has not run yet
-// finds the pieces gone and goes back to sleep). On the calling thread alone, in
-// order, in a forked child (the pool's threads are not there), inside a piece, or when
-// another call holds the pool. A piece must not throw.
-void run_pieces(int threads, int64_t pieces, PieceFn fn, void* body);
-
-// run_pieces for a callable body(int64_t piece, int worker). What a piece computes must
-// not depend on which worker ran it (per-worker scratch only): results are then the
-// same whichever thread took which piece.
-template <typename Body>
-void parallel_pieces(int threads, int64_t pieces, Body&& body) {
-  using B = std::remove_reference_t<Body>;
-  run_pieces(
-      threads, pieces, [](void* b, int64_t piece, int worker) { (*static_cast<B*>(b))(piece, worker); },
-      static_cast<void*>(&body));
-}
+// A work counter handing out pieces 0, 1, 2, ... to whichever thread asks first, on its
+// own cache line.
+struct alignas(64) WorkCounter {
+  std::atomic<int64_t> next{0};
+  int64_t take() { return next.fetch_add(1, std::memory_order_relaxed); }
+};
 
 }  // namespace s2dtw::cpu
