@@ -19,8 +19,8 @@ struct FlushSubnormals {
 
 // Workspaces of one calling thread, kept between calls and grown when a call needs
 // more: fresh pages cost a page fault each, which for these kernels is as much as
-// the work. They are allocated here, on the calling thread before any piece runs, so
-// that running out of memory raises in the caller instead of terminating in a piece.
+// the work. They are allocated here, outside the parallel region, so that running
+// out of memory raises in the caller instead of terminating inside OpenMP.
 // What every cache keeps counts against one budget, kept_workspace_bytes (over all
 // threads, dtypes, regimes and instruction sets).
 template <typename Workspace>
