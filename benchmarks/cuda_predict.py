@@ -6,6 +6,10 @@ nvidia-cuda-cuobjdump wheel, or CUDA's own), and prints a Markdown table of the 
 
     python benchmarks/cuda_predict.py [--source FILE.cu] [--include DIR] > benchmarks/results/cuda_prediction_<date>.md
     python benchmarks/cuda_predict.py --tape > benchmarks/results/cuda_prediction_tape_<date>.md
+    python benchmarks/cuda_predict.py --multi > benchmarks/results/cuda_prediction_multism_<date>.md
+
+--multi: one long pair in the multi-block regime (its strips over many SMs, handed on through progress flags), per
+strip height, with the blocks the co-residency bound and the tape budget allow (see predict_multi).
 
 --tape: the tape kept for the backward of each case, full and recomputing (block regime, see docs/architecture.md),
 with the workspace the CUDA module asks for (workspace_bytes of the host-emulated module, tests/cuda_emulation: the
@@ -85,12 +89,13 @@ def hot_loops(sass: list[tuple[int, str]], marker: str) -> list[tuple[int, int]]
     for k, (_, ins) in enumerate(sass):
         if (m := re.search(r"\bBRA (0x[0-9a-f]+)", ins)) and int(m[1], 16) in index and index[int(m[1], 16)] <= k:
             spans.append((index[int(m[1], 16)], k))
+    # Innermost among the loops holding the marker (a progress flag's poll is a loop inside the step loop).
+    spans = [(lo, hi) for lo, hi in spans if any(marker in ins for _, ins in sass[lo:hi + 1])]
     inner = [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
     out = []
     for lo, hi in sorted(inner):
         body = [ins for _, ins in sass[lo:hi + 1] if not ins.startswith("NOP")]
-        if any(marker in ins for ins in body):
-            out.append((len(body), sum("MUFU" in ins for ins in body)))
+        out.append((len(body), sum("MUFU" in ins for ins in body)))
     return out
 
 
@@ -156,6 +161,53 @@ def predict(kernels: dict[tuple, Kernel], pairs: int, n: int, weak: bool, regime
     which = max(bounds, key=bounds.get)
     return dict(regs=fwd.regs, spill=fwd.spill, resident=resident, ins_f=ins_f, ins_b=ins_b, mufu=mufu, sms=sms,
                 time=bounds[which], bound=which, floor=min(mufu_t, hbm) if min(mufu_t, hbm) > 0 else hbm)
+
+
+FLAG_CHUNK, FLAG_LATENCY = 64, 2000.0  # block_kernel.cuh's kFlagChunk; cycles for a flag to cross SMs (fence + L2)
+TAPE_BUDGET = 2**30  # $S2DTW_CUDA_TAPE_MIB's default: recomputing, the blocks' tapes stay within a quarter of it
+MULTI_CASES = [("1 x 8192x8192 soft-DTW", 8192, False), ("1 x 8192x8192 S2DTW", 8192, True)]
+
+
+def predict_multi(kernels: dict[tuple, Kernel], n: int, weak: bool, threads: int) -> dict:
+    """One pair in the multi-block regime: nb blocks of `threads` take the S strips in turn. Per pass (forward,
+    recomputed forward when the tape does not fit, backward) a block runs S / nb strips of (Q + T - 1) steps, and
+    strip i starts (FLAG_CHUNK + T) steps and FLAG_LATENCY cycles after strip i - 1; a step costs the chain latency
+    of the pass's cell or the issue of the T / 32 warps, whichever is more (one block per SM)."""
+    P = Q = 2 * n + 1 if weak else n
+    key = ("block", "f", True, False, min(b for b in (256, 512, 1024) if b >= threads))
+    k = kernels[key]
+    (ins_f, mufu_f), (ins_b, mufu_b) = k.loops[0], k.loops[-1]
+    strips = math.ceil(P / threads)
+    resident_blocks = SMS * (occupancy(k.regs, threads) // threads)
+    nb = min(strips, resident_blocks)
+    full_tape = P * Q * 8
+    recompute = full_tape > TAPE_BUDGET
+    if recompute:
+        nb = max(1, min(nb, TAPE_BUDGET // 4 // (threads * Q * 8)))
+    passes = [ins_f, ins_f, ins_b] if recompute else [ins_f, ins_b]
+    per_block_strips = math.ceil(strips / nb)
+    total = 0.0
+    for ins in passes:
+        step = max(ins * CHAIN + BARRIER, math.ceil(threads / 32) * ins / SCHEDULERS)
+        steps = per_block_strips * (Q + threads - 1) + (nb - 1) * (FLAG_CHUNK + threads)
+        total += steps * step + (nb - 1) * FLAG_LATENCY
+    cells = P * Q
+    mufu_t = cells * (mufu_f * (2 if recompute else 1) + mufu_b) / (min(SMS, nb) * MUFU_PER_CLK * CLOCK)
+    tape = nb * threads * Q * 8 if recompute else full_tape
+    return dict(nb=nb, strips=strips, regs=k.regs, spill=k.spill, recompute=recompute, tape=tape,
+                time=max(total / CLOCK, mufu_t), floor=min(mufu_t, (n * n * 8 + 2 * tape) / HBM))
+
+
+def multi_table(kernels: dict[tuple, Kernel]) -> str:
+    rows = ["| case (float32, fwd+bwd) | strip (threads) | blocks | strips | regs | spills | tape kept | "
+            "predicted | % of MUFU/HBM floor |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, n, weak in MULTI_CASES:
+        for threads in (64, 128, 256, 512):
+            p = predict_multi(kernels, n, weak, threads)
+            rows.append(f"| {name} | {threads} | {p['nb']} | {p['strips']} | {p['regs']} | {p['spill']} | "
+                        f"{p['tape'] / 2**30:.3f} GiB{' (recomputing)' if p['recompute'] else ''} | "
+                        f"{fmt_time(p['time'])} | {100 * p['floor'] / p['time']:.0f} % |")
+    return "\n".join(rows)
 
 
 def fmt_time(s: float) -> str:
@@ -227,6 +279,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=ROOT / "csrc/cuda/s2dtw_cuda.cu")
     parser.add_argument("--include", type=Path, default=ROOT / "csrc", help="where s2dtw_cell.h is")
     parser.add_argument("--tape", action="store_true", help="the tape table (full and recomputing) instead")
+    parser.add_argument("--multi", action="store_true", help="the multi-block regime on one long pair instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "k.cubin"
@@ -234,7 +287,7 @@ def main() -> None:
         sass = subprocess.run([_tool("cuobjdump"), "-sass", str(cubin)], capture_output=True, text=True, check=True)
     parse_sass(sass.stdout, kernels)
     print(f"PREDICTION (no GPU), sm_90 / H200 model; source {os.path.relpath(args.source, ROOT)}\n")
-    print(tape_table(kernels) if args.tape else table(kernels))
+    print(tape_table(kernels) if args.tape else multi_table(kernels) if args.multi else table(kernels))
 
 
 if __name__ == "__main__":

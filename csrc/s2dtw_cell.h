@@ -47,9 +47,10 @@ struct Problem {
   bool open_begin = false;  // a path may start in any column of the first (cost) row
   bool open_end = false;    // ... and end in any column of the last: value = softmin over that row
   // How to run it (pinned by tests and benchmarks, else chosen per call).
-  int max_simd = 2;     // CPU: highest instruction set, a cpu::SimdLevel (0 scalar, 1 avx2, 2 avx512)
-  int cuda_regime = 0;  // CUDA: 0 chosen by the cost model, 1 one thread per pair, 2 one block per pair
-  int cuda_strip = 0;   // CUDA: rows per block strip (a multiple of 32 up to kMaxCudaStrip), 0 = chosen
+  int max_simd = 2;  // CPU: highest instruction set, a cpu::SimdLevel (0 scalar, 1 avx2, 2 avx512)
+  int cuda_regime =
+      0;  // CUDA: 0 chosen by the cost model, 1 one thread per pair, 2 one block, 3 several blocks per pair
+  int cuda_strip = 0;  // CUDA: rows per block strip (a multiple of 32 up to kMaxCudaStrip), 0 = chosen
   // CUDA: most bytes of tape (all pairs) the block regime keeps for the backward; above, it keeps one
   // strip's per pair and recomputes each strip in the backward (docs/architecture.md, CUDA kernels).
   int64_t cuda_tape_budget = int64_t(1) << 30;

@@ -187,7 +187,7 @@ def check_length_range(name: str, lengths: torch.Tensor, padded: int) -> None:
 
 SIMD_NAMES = ("scalar", "avx2", "avx512")  # by csrc/cpu/s2dtw_cpu.h's SimdLevel
 _SIMD_LEVELS = {"": 2} | {name: level for level, name in enumerate(SIMD_NAMES)}
-_CUDA_REGIMES = {"": 0, "auto": 0, "thread": 1, "block": 2}
+_CUDA_REGIMES = {"": 0, "auto": 0, "thread": 1, "block": 2, "multi": 3}
 _MAX_CUDA_STRIP = 1024
 _MAX_CUDA_TAPE_MIB = 2**30  # csrc/bindings/problem_args.h's bound
 
@@ -198,7 +198,9 @@ class Switches:
 
     backend: str | None = None  # $S2DTW_BACKEND: one of BACKENDS, None = the fastest for the device
     max_simd: int = 2  # $S2DTW_SIMD: the highest CPU instruction set, 0 scalar, 1 avx2, 2 avx512
-    cuda_regime: int = 0  # $S2DTW_CUDA_REGIME: 0 the cost model's choice, 1 a thread per pair, 2 a block per pair
+    # $S2DTW_CUDA_REGIME: 0 the cost model's choice, 1 a thread per pair, 2 a block per pair, 3 several blocks per
+    # pair (multi-block: a long pair's strips over many SMs)
+    cuda_regime: int = 0
     cuda_strip: int = 0  # $S2DTW_CUDA_STRIP: rows per block strip (a multiple of 32 up to 1024), 0 = chosen
     # $S2DTW_CUDA_TAPE_MIB: most MiB of tape (all pairs) the CUDA block regime keeps for the backward; above it,
     # one strip's per pair, each strip recomputed in the backward (0: recompute whenever that saves memory)
@@ -215,7 +217,7 @@ def read_switches(environ: Mapping[str, str] = os.environ) -> Switches:
         raise ValueError(f"s2dtw: S2DTW_SIMD must be scalar, avx2 or avx512 (or unset), got {simd!r}")
     regime = environ.get("S2DTW_CUDA_REGIME", "")
     if regime not in _CUDA_REGIMES:
-        raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_REGIME must be auto, thread or block, got {regime}")
+        raise ValueError(f"s2dtw (cuda): S2DTW_CUDA_REGIME must be auto, thread, block or multi, got {regime}")
     strip = environ.get("S2DTW_CUDA_STRIP", "")
     rows = int(strip) if strip.isdecimal() else -1
     if strip and not (32 <= rows <= _MAX_CUDA_STRIP and rows % 32 == 0):

@@ -131,7 +131,7 @@ def test_switches_reach_the_description(monkeypatch):
 
 
 @pytest.mark.skipif(not s2dtw.backends()["cpp"], reason="the C++ extension was not built")
-@pytest.mark.parametrize("switches", [dict(max_simd=3), dict(max_simd=-1), dict(cuda_regime=3),
+@pytest.mark.parametrize("switches", [dict(max_simd=3), dict(max_simd=-1), dict(cuda_regime=4),
                                       dict(cuda_strip=48), dict(cuda_strip=2048), dict(max_simd=2**40)])
 def test_the_extension_checks_the_switches_it_is_handed(switches):
     """Never trust what crosses the boundary: C++ checks the description's switches itself."""

@@ -114,8 +114,9 @@ def test_bad_budget_env(monkeypatch):
 
 @pytest.mark.parametrize("weak,recomputes", [(True, True), (False, False)], ids=["s2dtw", "soft-dtw"])
 def test_8192_workspace_under_the_default_budget(emulated, monkeypatch, weak, recomputes):
-    """The issue's long cases (workspace_bytes only, nothing runs): 1 x 8192^2 float32 S2DTW (16385^2 weak grid,
-    a 2 GiB full tape) recomputes and asks for <= 0.5 GiB; soft-DTW (0.5 GiB of tape, under 1 GiB) keeps it."""
+    """The issue's long cases (workspace_bytes only, nothing runs; the multi-block regime, chosen there): 1 x 8192^2
+    float32 S2DTW (16385^2 weak grid, a 2 GiB full tape) recomputes and asks for <= 0.5 GiB; soft-DTW (0.5 GiB of
+    tape, under 1 GiB) keeps it, with 16 MiB at most for the checkpoint rows, the column ring and the flags."""
     for name in ("S2DTW_CUDA_REGIME", "S2DTW_CUDA_STRIP", "S2DTW_CUDA_TAPE_MIB"):
         monkeypatch.delenv(name, raising=False)
     lengths = torch.tensor([8192])
@@ -124,4 +125,4 @@ def test_8192_workspace_under_the_default_budget(emulated, monkeypatch, weak, re
     grid = 16385 if weak else 8192
     full = grid * grid * 8
     got = emulated.workspace_bytes("float32", True, Problem(layout, params))
-    assert (got <= 2**29) if recomputes else (full <= got < full + 2**20), got
+    assert (got <= 2**29) if recomputes else (full <= got < full + 2**24), got

@@ -75,7 +75,7 @@ inline Problem problem_from(const py::handle& call) {
   pb.open_begin = params.attr("open_begin").cast<bool>();
   pb.open_end = params.attr("open_end").cast<bool>();
   pb.max_simd = switch_attr(switches, "max_simd", 0, 2);  // a cpu::SimdLevel
-  pb.cuda_regime = switch_attr(switches, "cuda_regime", 0, 2);
+  pb.cuda_regime = switch_attr(switches, "cuda_regime", 0, 3);
   pb.cuda_strip = switch_attr(switches, "cuda_strip", 0, kMaxCudaStrip);
   pb.cuda_tape_budget = int64_t(switch_attr(switches, "cuda_tape_mib", 0, 1 << 30)) << 20;
   check(pb.n_pairs >= 0 && pb.pairs_per_x >= 1 && pb.padded_n >= 1 && pb.padded_m >= 1, "layout");

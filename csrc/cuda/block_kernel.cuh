@@ -13,6 +13,10 @@
 #ifndef S2DTW_DYNAMIC_SHARED
 #define S2DTW_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
 #endif
+// What a thread does between two polls of a progress flag (the emulation yields its OS thread).
+#ifndef S2DTW_SPIN_PAUSE
+#define S2DTW_SPIN_PAUSE() __nanosleep(64)
+#endif
 
 namespace s2dtw::cuda {
 namespace {
@@ -27,6 +31,30 @@ struct Pub {
   double au, ad, su, sd;
 };
 
+// The multi-block regime's hand-on (docs/architecture.md, "CUDA kernels"): a strip publishes how far it has
+// written its output (the forward's last row, the backward's first-row Pubs) in a progress flag in global memory,
+// every kFlagChunk columns and at its end; the strip next in line polls it before it reads those columns.
+// Release: the writer's stores, __threadfence, then the flag. Acquire: the flag (volatile), __threadfence, then
+// the data, read volatile (past L1, which may hold a stale line of it).
+constexpr int kFlagChunk = 64;
+
+__device__ __forceinline__ int wait_flag(const int* flag, int need) {
+  int seen;
+  while ((seen = *reinterpret_cast<const volatile int*>(flag)) < need) S2DTW_SPIN_PAUSE();
+  __threadfence();
+  return seen;
+}
+
+__device__ __forceinline__ void publish(int* flag, int value) {
+  __threadfence();
+  *reinterpret_cast<volatile int*>(flag) = value;
+}
+
+__device__ __forceinline__ Pub load_pub(const Pub* at) {
+  const volatile double* v = reinterpret_cast<const volatile double*>(at);
+  return Pub{v[0], v[1], v[2], v[3]};
+}
+
 // One pair of the block regime, as thread t of T sees it. `rowbuf` holds the forward's row
 // buffer (R of a strip's last row, for the next strip's first thread: R[top, q + 1] at
 // [q + 1]) and then the backward's column buffer (one Pub per column, from the first row of
@@ -37,6 +65,10 @@ struct Pub {
 // forward overwrites; the forward keeps the row buffer each strip reads, as checkpoint rows (Q + 1
 // doubles each, see row_in), and the backward runs each strip's forward again (but the last's) from
 // its checkpoint: the same code on the same inputs, so the same R and weights bit for bit. kVariant: as in ThreadPair.
+// Multi-block regime (`flags` not null): the pair's strips are dealt round-robin to `nb` blocks (this is block
+// `kb`); every strip keeps its input row (checkpoint rows, `ckpt`, recomputing or not), the backward's Pubs go
+// through a ring of nb column buffers (strip j writes ring j mod nb, reads ring j + 1 mod nb: `ring`), and a
+// strip waits on the flags of the strip before it (forward flags [0, S), backward flags [S, 2 S), S strips).
 template <typename Scalar, bool kGrad, bool kVariant>
 struct BlockPair {
   using M = MathOf<Scalar>;
@@ -51,7 +83,11 @@ struct BlockPair {
   double* ckpt;         // recomputing: the checkpoint rows; null: the full tape
   double* smem;         // forward: 2 T doubles; backward: 2 T Pubs
   int P, Q, t, T;
-  int row0;  // W's row of walked row 0 (first_walked_row; 0 without kVariant)
+  int row0;        // W's row of walked row 0 (first_walked_row; 0 without kVariant)
+  bool recompute;  // the tape is one strip's (this block's), each strip but the last recomputed in the backward
+  Pub* ring;       // the backward's column buffers (nb of Q Pubs)
+  int* flags;      // the pair's progress flags (multi-block regime); null: one block per pair
+  int nb, kb;      // blocks per pair, this block's index among them
 
   // Double buffers in shared memory, by the parity of the step s.
   __device__ __forceinline__ double* sbuf(int s) const { return (s & 1) ? smem + T : smem; }
@@ -64,7 +100,17 @@ struct BlockPair {
   __device__ __forceinline__ int out_step() const { return ckpt ? Q + 1 : 0; }
   __device__ __forceinline__ double* row_out(int top) const { return row_in(top) + out_step(); }
   // Where the strip at `top` keeps its tape.
-  __device__ __forceinline__ Tape2<Scalar>* strip_tape(int top) const { return ckpt ? tape : tape + int64_t(top) * Q; }
+  __device__ __forceinline__ Tape2<Scalar>* strip_tape(int top) const {
+    return recompute ? tape : tape + int64_t(top) * Q;
+  }
+  __device__ __forceinline__ int strips() const { return (P + T - 1) / T; }
+
+  // R of the row above at in[x] (thread 0 of the strip at `top` > 0): once the strip above has published it.
+  __device__ __forceinline__ double row_above(const double* in, int top, int x, int& seen) const {
+    if (!flags) return in[x];
+    if (x > seen) seen = wait_flag(flags + top / T - 1, x);
+    return *reinterpret_cast<const volatile double*>(in + x);
+  }
 
   // Thread t of the strip at `top` computes cell (p, q) = (top + t, s - t) at step s.
   // Only the steps where some row of the strip has a band column run: from lo(top)
@@ -72,13 +118,15 @@ struct BlockPair {
   // last); the band's ends only move right, so none is missed. A cell reads R of the row
   // above from thread t - 1 / the row buffer only inside that row's band, where it was
   // computed; elsewhere R is +inf. The tape goes to `ts` (kGrad).
-  __device__ __forceinline__ void forward_strip(int top, Tape2<Scalar>* ts) const {
+  // `replay`: recomputing a strip for the backward (its output row and flag were written the first time).
+  __device__ __forceinline__ void forward_strip(int top, Tape2<Scalar>* ts, bool replay) const {
     const double inf = infinity<double>();
     const int rows = min(T, P - top);
     const int p = top + t;
     const bool active = t < rows;
     // The last row of a strip with one below (or, for an open end's softmin, of the last strip).
-    const bool feeds_next = t == rows - 1 && (top + rows < P || (kVariant && pb.open_end));
+    const bool feeds_next = !replay && t == rows - 1 && (top + rows < P || (kVariant && pb.open_end));
+    int seen = replay ? Q + 1 : 0;                              // what the flag of the strip above showed thread 0 last
     const bool open_row = kVariant && pb.open_begin && p == 0;  // entered from R's zero row, diagonally only
     const Span band = span(columns(P, Q, width, active ? p : 0));
     const Span above = p > 0 && active ? span(columns(P, Q, width, p - 1)) : Span{1, 0};
@@ -89,8 +137,10 @@ struct BlockPair {
     // The thread's first cell is q0; left of it R is +inf in rows top + 1.. of the
     // strip (q0 - 1 < lo(top) <= their lo), and row top reads R[p, q0] from the buffer.
     const int q0 = max(s_first - t, 0);
-    double diag = q0 == 0 ? (p == 0 ? 0.0 : inf) : (t == 0 && within(above, q0 - 1)) ? in[q0] : inf;  // R[p, q]
-    double left = inf;                                                                                // R[p+1, q]
+    double diag = q0 == 0                             ? (p == 0 ? 0.0 : inf)
+                  : (t == 0 && within(above, q0 - 1)) ? row_above(in, top, q0, seen)
+                                                      : inf;  // R[p, q]
+    double left = inf;                                        // R[p+1, q]
     // W[p, q], a step ahead
     double w_cell = active && within(band, q0) ? grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q0, k) : 0.0;
     int srow = s_first % Q;  // s mod Q
@@ -101,7 +151,7 @@ struct BlockPair {
       const int q = s - t;
       if (active && q >= 0 && q < Q) {
         // R[p, q+1]: from the row above, computed at step s - 1 (or in the strip above).
-        const double up = !within(above, q) ? inf : t == 0 ? in[q + 1] : sbuf(s + 1)[t - 1];
+        const double up = !within(above, q) ? inf : t == 0 ? row_above(in, top, q + 1, seen) : sbuf(s + 1)[t - 1];
         M w[3] = {M(0), M(0), M(0)};
         double r = inf;  // outside the band: no path, zero weights
         if (within(band, q))
@@ -110,7 +160,10 @@ struct BlockPair {
         if (within(band, q + 1)) w_cell = grid_acc<kVariant, M, Scalar>(pb, cv, row0 + p, q + 1, k);
         if constexpr (kGrad) ts[int64_t(srow) * rows + t] = Tape2<Scalar>{Scalar(w[0]), Scalar(w[1])};
         // In place: thread 0 read in[q + 1] at step q <= this step (same thread when rows == 1).
-        if (feeds_next) in[step + q + 1] = r;
+        if (feeds_next) {
+          in[step + q + 1] = r;
+          if (flags && (q + 1) % kFlagChunk == 0) publish(flags + top / T, q + 1);
+        }
         if (!(kVariant && pb.open_end) && p == P - 1 && q == Q - 1) value[b] = Scalar(r);
         sbuf(s)[t] = r;
         diag = open_row ? 0.0 : up;
@@ -119,6 +172,7 @@ struct BlockPair {
       __syncthreads();
       if (++srow == Q) srow = 0;
     }
+    if (flags && feeds_next) publish(flags + top / T, Q + 1);  // all of it
   }
 
   // An open end's value, from the last row's R that the last strip left in the row buffer; its
@@ -143,7 +197,11 @@ struct BlockPair {
   // read inside the band only (it is stale elsewhere). `reach`: how many rows below a
   // strip feed it; `relay`: 1 where threshold rows relay the smoothing terms. Strips run bottom-up.
   __device__ __forceinline__ void backward_strip(int top) const {
-    Pub* colbuf = reinterpret_cast<Pub*>(rowbuf);  // what the first row of the strip below published
+    const int j = top / T;
+    const Pub* col_in = ring + int64_t((j + 1) % nb) * Q;       // what the first row of the strip below published
+    Pub* col_out = ring + int64_t(j % nb) * Q;                  // one buffer (in place) with one block per pair
+    int* flag_in = flags ? flags + strips() + j + 1 : nullptr;  // backward flags: columns >= Q - value published
+    int seen = 0;
     const int reach = pb.smooth ? (pb.weak ? 2 : 1) : 1;
     const int relay = pb.smooth && pb.weak ? 1 : 0;
     const int rows = min(T, P - top);
@@ -165,7 +223,16 @@ struct BlockPair {
       const int q = s - t;
       if (active && q >= 0 && q < Q) {
         Pub in{0.0, 0.0, 0.0, 0.0};
-        if (within(below, q)) in = t == rows - 1 ? colbuf[q] : pbuf(s + 1)[t + 1];
+        if (within(below, q)) {
+          if (t != rows - 1) {
+            in = pbuf(s + 1)[t + 1];
+          } else if (!flag_in) {
+            in = col_in[q];
+          } else {
+            if (Q - q > seen) seen = wait_flag(flag_in, Q - q);
+            in = load_pub(col_in + q);
+          }
+        }
         const double diag_prod = ad_next;
         ad_next = in.ad;
         const bool in_band = within(band, q);
@@ -198,22 +265,46 @@ struct BlockPair {
           out.sd = in.sd;
         }
         pbuf(s)[t] = out;
-        // In place: the strip's last thread read colbuf[q] at step q + rows - 1 >= this one.
-        if (t == 0 && top > 0) colbuf[q] = out;
+        // In place: the strip's last thread read col_in[q] at step q + rows - 1 >= this one.
+        if (t == 0 && top > 0) {
+          col_out[q] = out;
+          if (flags && (Q - q) % kFlagChunk == 0) publish(flags + strips() + j, Q - q);
+        }
       }
       __syncthreads();
       srow = srow == 0 ? Q - 1 : srow - 1;
     }
+    if (flags && t == 0 && top > 0) publish(flags + strips() + j, Q);
   }
 };
 
+// Where a block-regime launch keeps each pair's buffers (offsets in doubles into a pair's scratch; 0: none).
+template <typename Scalar>
+struct BlockSpace {
+  double* scratch;
+  int64_t scratch_stride;
+  Tape2<Scalar>* tape;
+  int64_t tape_stride;  // tape entries per pair
+  int64_t ckpt_offset;  // the checkpoint rows (recomputing, or several blocks per pair)
+  int64_t ring_offset;  // several blocks per pair: the backward's ring of column buffers
+  int* flags;           // several blocks per pair: 2 S progress flags per pair, zeroed before the launch
+  int64_t flags_stride;
+  int nb;  // blocks per pair (1: the block regime, more: the multi-block regime)
+  bool recompute;
+};
+
+// gridDim.x = pairs x nb: block kb of pair b runs strips kb, kb + nb, ... forward, then the same strips
+// backward, bottom-up. A block's sequence of strips is a subsequence of the one order in which all strips
+// can run (forward top-down, then backward bottom-up), each strip waiting only on earlier ones: with all
+// blocks co-resident (launch code), the earliest unfinished strip always runs, so nothing deadlocks.
 template <typename Scalar, bool kGrad, bool kVariant, int kMaxThreads>
 __global__ void __launch_bounds__(kMaxThreads)
     block_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
-                 Scalar* __restrict__ grad, double* scratch, int64_t scratch_stride, Tape2<Scalar>* tape,
-                 int64_t tape_stride, int64_t ckpt_offset) {
+                 Scalar* __restrict__ grad, const BlockSpace<Scalar> ws) {
   S2DTW_DYNAMIC_SHARED(double, smem);
-  const int64_t b = blockIdx.x;
+  const int nb = ws.nb;
+  const int64_t b = blockIdx.x / nb;
+  const int kb = int(blockIdx.x % nb);
   const int t = threadIdx.x, T = blockDim.x;
   int64_t n, m;
   const bool ok = pair_lengths(pb, b, n, m);
@@ -221,41 +312,53 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int row0 = kVariant ? int(first_walked_row(pb)) : 0;
   const int64_t offset = pair_offset(pb, b);
   Scalar* g = kGrad ? grad + offset : nullptr;
-  if constexpr (kGrad) zero_padding(pb, g, n, m, t, T);
+  const int64_t first = int64_t(kb) * T + t, step = int64_t(nb) * T;  // this thread among the pair's
+  if constexpr (kGrad) zero_padding(pb, g, n, m, first, step);
   if (!ok) {  // uniform over the block: nobody reaches a barrier
-    if (t == 0) value[b] = Scalar(std::numeric_limits<double>::quiet_NaN());
+    if (t == 0 && kb == 0) value[b] = Scalar(std::numeric_limits<double>::quiet_NaN());
     return;
   }
   const int64_t width = band_width(pb, P, Q);
   if constexpr (kGrad)
-    if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, t, T);
-  const BlockPair<Scalar, kGrad, kVariant> pair{
-      pb,
-      k,
-      {cost + offset, pb.stride_i, pb.stride_j},
-      g,
-      value,
-      b,
-      width,
-      scratch + b * scratch_stride,
-      kGrad ? tape + b * tape_stride : nullptr,
-      kGrad && ckpt_offset ? scratch + b * scratch_stride + ckpt_offset : nullptr,
-      smem,
-      P,
-      Q,
-      t,
-      T,
-      row0};
-  // Recomputing, the last strip's tape is kept from the forward, the others' recomputed from their checkpoints
-  // (a second inlined copy of forward_strip: one shared call site cost ~8 % more instructions per cell).
-  for (int top = 0; top < P; top += T) pair.forward_strip(top, kGrad ? pair.strip_tape(top) : nullptr);
+    if (pb.banded) zero_off_band(pb, g, n, m, P, Q, width, first, step);
+  double* scratch = ws.scratch + b * ws.scratch_stride;
+  Tape2<Scalar>* tape = kGrad ? ws.tape + b * ws.tape_stride : nullptr;
+  if (ws.recompute) tape += int64_t(kb) * T * Q;  // each block its own strip's tape
+  const BlockPair<Scalar, kGrad, kVariant> pair{pb,
+                                                k,
+                                                {cost + offset, pb.stride_i, pb.stride_j},
+                                                g,
+                                                value,
+                                                b,
+                                                width,
+                                                scratch,
+                                                tape,
+                                                ws.ckpt_offset ? scratch + ws.ckpt_offset : nullptr,
+                                                smem,
+                                                P,
+                                                Q,
+                                                t,
+                                                T,
+                                                row0,
+                                                kGrad && ws.recompute,
+                                                reinterpret_cast<Pub*>(nb > 1 ? scratch + ws.ring_offset : scratch),
+                                                nb > 1 ? ws.flags + b * ws.flags_stride : nullptr,
+                                                nb,
+                                                kb};
+  const int last = ((P - 1) / T) * T;  // the last strip's top
+  for (int top = kb * T; top < P; top += nb * T) pair.forward_strip(top, kGrad ? pair.strip_tape(top) : nullptr, false);
   if constexpr (kVariant)
-    if (pb.open_end) pair.open_end_value();
-  if constexpr (kGrad)
-    for (int top = ((P - 1) / T) * T; top >= 0; top -= T) {
-      if (pair.ckpt && top + T < P) pair.forward_strip(top, pair.tape);
+    if (pb.open_end && (last / T) % nb == kb) pair.open_end_value();
+  if constexpr (kGrad) {
+    // This block's strips bottom-up. Recomputing, the last strip's tape is kept from the forward, the others'
+    // recomputed from their checkpoints (a second inlined copy of forward_strip: one shared call site cost ~8 %
+    // more instructions per cell).
+    const int mine = last / T - ((last / T - kb) % nb + nb) % nb;  // this block's last strip (< kb: none)
+    for (int top = mine * T; top >= 0 && mine >= kb; top -= nb * T) {
+      if (pair.recompute && top != last) pair.forward_strip(top, pair.tape, true);
       pair.backward_strip(top);
     }
+  }
 }
 
 }  // namespace

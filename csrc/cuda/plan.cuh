@@ -22,7 +22,20 @@ constexpr size_t kAlign = 256;
 struct Plan {
   bool block_regime = true;
   int strip = 32;          // rows per strip = threads per block (block regime)
-  bool recompute = false;  // block regime with a gradient: keep one strip's tape, recompute each in the backward
+  int blocks = 1;          // blocks per pair (block regime; more than 1: the multi-block regime)
+  bool recompute = false;  // block regime with a gradient: keep one strip's tape (per block), recompute each strip
+};
+
+// The device as the plan sees it: SMs, and how many blocks of each strip height (32 << i threads) an SM holds
+// at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor of that block kernel).
+struct Device {
+  int sms = 1;
+  int per_sm[6] = {1, 1, 1, 1, 1, 1};
+  int64_t resident(int T) const {
+    int i = 0;
+    while ((32 << i) < T) ++i;
+    return int64_t(sms) * per_sm[i];
+  }
 };
 
 struct Sizes {
@@ -33,6 +46,8 @@ struct Sizes {
   size_t scratch_bytes = 0;   // float64 wavefront buffers (and checkpoint rows)
   int64_t scratch_per_pair = 0;
   int64_t ckpt_offset = 0;  // where a pair's checkpoint rows start in its scratch (0: none)
+  int64_t ring_offset = 0;  // multi-block: where a pair's backward column buffers start in its scratch
+  size_t flags_bytes = 0;   // multi-block: 2 S int progress flags per pair, after the scratch
   size_t total = 0;
 };
 
@@ -56,17 +71,29 @@ int sm_count() {
   return std::max(sms, 1);
 }
 
+// Bytes of dynamic shared memory of a block-regime block of T threads.
+constexpr size_t block_shared_bytes(bool grad, int T) { return 2 * size_t(T) * (grad ? sizeof(Pub) : sizeof(double)); }
+
 // A cycle model of an H100/H200 SM (4 schedulers). A cell costs `ins` warp-instructions
 // of issue (the static SASS of the cell loops for sm_90, forward + backward, as
 // benchmarks/cuda_predict.py reports them) and, on the dependent chain, ~kChain cycles per
 // instruction (about half of them, ~6 cycles each), plus a barrier and shared-memory hand-over
 // per step in the block regime. Work follows the band: only band cells are issued, only
 // band steps run. Each regime's estimate is waves x max(chain latency, the SM's issue).
-// Problem::cuda_regime (1 thread, 2 block) and cuda_strip override the choice.
-Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bool f64) {
+// Multi-block (nb blocks per pair, S strips; strip_steps: the steps of all strips): each block
+// runs S / nb strips one after the other, and strip i starts (kFlagChunk + T) steps after strip i - 1
+// (its first flag), once in the forward and once in the backward; a step costs the chain's latency or
+// the SM's issue of the T / 32 warps of every block on it, whichever is more:
+//   est = (strip_steps / nb + 2 (nb - 1) (kFlagChunk + T))
+//         x max(ins kChain + kStepSync, ceil(pairs nb / SMs) ceil(T / 32) ins / 4).
+// Recomputing adds one forward per strip, not modelled (it is chosen by the memory budget, not by speed).
+// Problem::cuda_regime (1 thread, 2 block, 3 multi-block) and cuda_strip override the choice.
+Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, const Device& dev, bool grad, bool f64) {
+  if (pb.cuda_strip && (pb.cuda_strip < 32 || pb.cuda_strip > kMaxStrip || pb.cuda_strip % 32 != 0))
+    throw std::invalid_argument("s2dtw (cuda): the strip must be a multiple of 32 in [32, 1024]");
   const double ins = f64 ? (grad ? 985.0 : 560.0) : (grad ? 513.0 : 230.0);
   constexpr double kChain = 3.0, kStepSync = 80.0, kThreadResident = 640.0;
-  const double np = double(pb.n_pairs), s = double(sms);
+  const double np = double(pb.n_pairs), s = double(dev.sms);
   const int64_t width = band_width(pb, P, Q);
   double band_cells = 0;  // of a padded pair
   for (int64_t p = 0; p < P; ++p) band_cells += double(columns(P, Q, width, p).hi - columns(P, Q, width, p).lo + 1);
@@ -76,37 +103,45 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, int sms, bool grad, bo
       std::ceil(np / (kThreadResident * s)) * band_cells * ins * std::max(kChain, warps_per_sm / 4.0);
   Plan best{true, 32};
   double best_est = -1;
+  const bool forced = pb.cuda_regime != 0;
   for (int T = 32; T <= kMaxStrip; T *= 2) {
-    if (T > 32 && T / 2 >= P) break;  // taller strips than the grid only add idle threads
+    if (pb.cuda_strip ? T != pb.cuda_strip : (T > 32 && T / 2 >= P)) continue;  // taller strips only add idle threads
     const double per_sm = std::min({32.0, 2048.0 / T, std::ceil(np / s)});
-    double steps = 0, warp_cells = 0;  // per block: steps run, warp-cells issued
+    double steps = 0, warp_cells = 0;  // per pair: steps run, warp-cells issued
     for (int64_t top = 0; top < P; top += T) {
       const int64_t rows = std::min<int64_t>(T, P - top);
       const int64_t span = columns(P, Q, width, top + rows - 1).hi - columns(P, Q, width, top).lo + 1;
       steps += double(span + rows - 1);
       warp_cells += std::ceil(rows / 32.0) * (double(span) + 31.0);
     }
-    const double est =
-        std::ceil(np / (per_sm * s)) * std::max(steps * (ins * kChain + kStepSync), per_sm * warp_cells * ins / 4.0);
-    if (best_est < 0 || est < best_est) best_est = est, best.strip = T;
+    const double step_cycles = ins * kChain + kStepSync;
+    const double est = std::ceil(np / (per_sm * s)) * std::max(steps * step_cycles, per_sm * warp_cells * ins / 4.0);
+    if ((!forced || pb.cuda_regime == 2) && (best_est < 0 || est < best_est)) best_est = est, best = Plan{true, T};
+    const int64_t S = (P + T - 1) / T;
+    const int64_t nb = std::min<int64_t>(S, dev.resident(T) / std::max<int64_t>(pb.n_pairs, 1));
+    if (forced ? pb.cuda_regime != 3 || nb < 1 : nb < 2) continue;
+    const double multi_step = std::max(step_cycles, std::ceil(np * double(nb) / s) * std::ceil(T / 32.0) * ins / 4.0);
+    const double multi_est = (steps / double(nb) + 2.0 * double(nb - 1) * (kFlagChunk + T)) * multi_step;
+    if (best_est < 0 || multi_est < best_est) best_est = multi_est, best = Plan{true, T, int(std::max<int64_t>(nb, 1))};
   }
-  best.block_regime = !(thread_est < best_est);
-  if (pb.cuda_regime) best.block_regime = pb.cuda_regime == 2;
-  if (pb.cuda_strip) {
-    if (pb.cuda_strip < 32 || pb.cuda_strip > kMaxStrip || pb.cuda_strip % 32 != 0)
-      throw std::invalid_argument("s2dtw (cuda): the strip must be a multiple of 32 in [32, 1024]");
-    best.strip = pb.cuda_strip;
-  }
+  if (pb.cuda_regime == 3 && best_est < 0)  // more blocks than the device holds at once could deadlock
+    throw std::runtime_error("s2dtw (cuda): the multi-block regime needs a block per pair co-resident (" +
+                             std::to_string(pb.n_pairs) + " pairs, " +
+                             std::to_string(dev.resident(pb.cuda_strip ? pb.cuda_strip : 32)) + " blocks fit)");
+  if (forced ? pb.cuda_regime == 1 : thread_est < best_est) best.block_regime = false, best.blocks = 1;
   return best;
 }
 
 // The workspace of a call and the plan it is laid out for (workspace_bytes and run agree: the same
-// function of the problem and the device's SM count). Recompute-in-backward, block regime only,
-// where it saves anything (more than one strip): when the full tape of all pairs would exceed
-// Problem::cuda_tape_budget. Then the tape is one strip's per pair, and the scratch also holds
-// the checkpoint rows (Q + 1 doubles for each strip and one more, see BlockPair::row_in).
+// function of the problem and the device). Recompute-in-backward, block regime only, where it saves
+// anything (more than one strip per block): when the full tape of all pairs would exceed
+// Problem::cuda_tape_budget. Then the tape is one strip's per block, and the scratch also holds
+// the checkpoint rows (Q + 1 doubles for each strip and one more, see BlockPair::row_in); the
+// multi-block regime then takes at most as many blocks as keep their tapes within a quarter of the budget.
+// The multi-block regime always keeps the checkpoint rows (a strip's input row, read by the strip below
+// while the next is written) and, with a gradient, a ring of nb column buffers (4 Q doubles each).
 template <typename Scalar>
-Sizes sizes(const Problem& pb, bool with_grad, int sms) {
+Sizes sizes(const Problem& pb, bool with_grad, const Device& dev) {
   if (pb.n_pairs < 0 || pb.padded_n < 1 || pb.padded_m < 1)
     throw std::invalid_argument("s2dtw (cuda): invalid problem (n_pairs < 0 or empty padded pairs)");
   Sizes z;
@@ -114,23 +149,34 @@ Sizes sizes(const Problem& pb, bool with_grad, int sms) {
   z.Q = grid_extent(pb, pb.padded_m);
   if (z.P > INT_MAX / 2 || z.Q > INT_MAX / 2)
     throw std::runtime_error("s2dtw (cuda): sequences longer than 2^29 are not supported");
-  z.plan = choose_plan(pb, z.P, z.Q, sms, with_grad, std::is_same_v<Scalar, double>);
-  const size_t np = size_t(pb.n_pairs);
-  const size_t full_tape = checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), sizeof(Tape2<Scalar>));
-  z.plan.recompute = with_grad && z.plan.block_regime && z.P > z.plan.strip &&
-                     full_tape > size_t(std::max<int64_t>(pb.cuda_tape_budget, 0));
-  z.tape_per_pair = z.plan.recompute ? z.plan.strip * z.Q : z.P * z.Q;
-  if (with_grad) z.tape_bytes = align_up(checked_mul(checked_mul(np, size_t(z.tape_per_pair)), sizeof(Tape2<Scalar>)));
+  Plan& plan = z.plan;
+  plan = choose_plan(pb, z.P, z.Q, dev, with_grad, std::is_same_v<Scalar, double>);
+  const size_t np = size_t(pb.n_pairs), entry = sizeof(Tape2<Scalar>);
+  const size_t full_tape = checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), entry);
+  const size_t budget = size_t(std::max<int64_t>(pb.cuda_tape_budget, 0));
+  if (with_grad && plan.block_regime && full_tape > budget && plan.blocks > 1) {
+    const size_t per_block = checked_mul(checked_mul(np, size_t(plan.strip) * size_t(z.Q)), entry);
+    plan.blocks = int(std::clamp<size_t>(budget / 4 / per_block, 1, size_t(plan.blocks)));
+  }
+  plan.recompute = with_grad && plan.block_regime && z.P > int64_t(plan.strip) * plan.blocks && full_tape > budget;
+  z.tape_per_pair = plan.recompute ? int64_t(plan.blocks) * plan.strip * z.Q : z.P * z.Q;
+  if (with_grad) z.tape_bytes = align_up(checked_mul(checked_mul(np, size_t(z.tape_per_pair)), entry));
   // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m
   // (backward) doubles per pair, block regime Q + 1 / 4 Q (one Pub per column); an open end's
   // seeds (the last row's E) Q more with a gradient.
   z.scratch_per_pair = with_grad ? (pb.open_end ? 5 : 4) * z.Q : z.Q + 1;
-  if (z.plan.recompute) {
+  const int64_t strips = (z.P + plan.strip - 1) / plan.strip;
+  if (plan.recompute || plan.blocks > 1) {
     z.ckpt_offset = z.scratch_per_pair;
-    z.scratch_per_pair += ((z.P + z.plan.strip - 1) / z.plan.strip + 1) * (z.Q + 1);
+    z.scratch_per_pair += (strips + 1) * (z.Q + 1);
+  }
+  if (plan.blocks > 1 && with_grad) {
+    z.ring_offset = z.scratch_per_pair;
+    z.scratch_per_pair += int64_t(plan.blocks) * 4 * z.Q;
   }
   z.scratch_bytes = align_up(checked_mul(checked_mul(np, size_t(z.scratch_per_pair)), sizeof(double)));
-  z.total = z.tape_bytes + z.scratch_bytes + kAlign;  // slack to align the caller's pointer
+  if (plan.blocks > 1) z.flags_bytes = align_up(checked_mul(np, size_t(2 * strips) * sizeof(int)));
+  z.total = z.tape_bytes + z.scratch_bytes + z.flags_bytes + kAlign;  // slack to align the caller's pointer
   return z;
 }
 

@@ -18,23 +18,64 @@
 namespace s2dtw::cuda {
 namespace {
 
+// The smallest __launch_bounds__ that fits the strip: more registers per thread.
+template <typename Scalar, bool kGrad, bool kVariant>
+auto block_kernel_for(int T) {
+  return T <= 256   ? block_kernel<Scalar, kGrad, kVariant, 256>
+         : T <= 512 ? block_kernel<Scalar, kGrad, kVariant, 512>
+                    : block_kernel<Scalar, kGrad, kVariant, kMaxStrip>;
+}
+
+template <typename Kernel>
+void allow_shared(Kernel kernel, size_t smem) {
+  if (smem > 48 * 1024)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "cudaFuncSetAttribute(block_kernel)");
+}
+
+// The SMs and, per strip height, the blocks of that kernel an SM holds at once.
+template <typename Scalar, bool kGrad, bool kVariant>
+Device device_of() {
+  Device dev;
+  dev.sms = sm_count();
+  for (int i = 0; i < 6; ++i) {
+    const int T = 32 << i;
+    const auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T);
+    allow_shared(kernel, block_shared_bytes(kGrad, T));
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&dev.per_sm[i], kernel, T, block_shared_bytes(kGrad, T)),
+          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  }
+  return dev;
+}
+
+template <typename Scalar>
+Device device_for(const Problem& pb, bool with_grad) {
+  return is_variant(pb) ? (with_grad ? device_of<Scalar, true, true>() : device_of<Scalar, false, true>())
+                        : (with_grad ? device_of<Scalar, true, false>() : device_of<Scalar, false, false>());
+}
+
 template <typename Scalar, bool kGrad, bool kVariant>
 void launch(const Problem& pb, const Consts& k, const Sizes& z, const Scalar* cost, Scalar* value, Scalar* grad,
-            Tape2<Scalar>* tape, double* scratch, cudaStream_t stream) {
+            Tape2<Scalar>* tape, double* scratch, int* flags, cudaStream_t stream) {
   const Plan& plan = z.plan;
   if (plan.block_regime) {
-    if (pb.n_pairs > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 pairs");
+    if (pb.n_pairs * plan.blocks > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 blocks");
     const int T = plan.strip;
-    const size_t smem = kGrad ? 2 * size_t(T) * sizeof(Pub) : 2 * size_t(T) * sizeof(double);
-    // The smallest __launch_bounds__ that fits the strip: more registers per thread.
-    auto kernel = T <= 256   ? block_kernel<Scalar, kGrad, kVariant, 256>
-                  : T <= 512 ? block_kernel<Scalar, kGrad, kVariant, 512>
-                             : block_kernel<Scalar, kGrad, kVariant, kMaxStrip>;
-    if (smem > 48 * 1024)
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-            "cudaFuncSetAttribute(block_kernel)");
-    S2DTW_LAUNCH(kernel, unsigned(pb.n_pairs), T, smem, stream, pb, k, cost, value, grad, scratch, z.scratch_per_pair,
-                 tape, z.tape_per_pair, z.ckpt_offset);
+    const size_t smem = block_shared_bytes(kGrad, T);
+    auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T);
+    allow_shared(kernel, smem);
+    const BlockSpace<Scalar> ws{
+        scratch,       z.scratch_per_pair, tape,  z.tape_per_pair,
+        z.ckpt_offset, z.ring_offset,      flags, int64_t(z.flags_bytes ? 2 * ((z.P + T - 1) / T) : 0),
+        plan.blocks,   plan.recompute};
+    const unsigned blocks = unsigned(pb.n_pairs * plan.blocks);
+    if (plan.blocks == 1) {
+      S2DTW_LAUNCH(kernel, blocks, T, smem, stream, pb, k, cost, value, grad, ws);
+    } else {  // the flags start at 0; a cooperative launch fails rather than leave a block waiting for a slot
+      check(cudaMemsetAsync(flags, 0, z.flags_bytes, stream), "cudaMemsetAsync(progress flags)");
+      check(S2DTW_LAUNCH_RESIDENT(kernel, blocks, T, smem, stream, pb, k, cost, value, grad, ws),
+            "launching block_kernel (cooperative)");
+    }
     check(cudaGetLastError(), "launching block_kernel");
   } else {
     const int64_t blocks = (pb.n_pairs + kThreadBlock - 1) / kThreadBlock;
@@ -48,14 +89,14 @@ void launch(const Problem& pb, const Consts& k, const Sizes& z, const Scalar* co
 
 template <typename Scalar>
 size_t workspace_bytes(const Problem& pb, bool with_grad) {
-  return sizes<Scalar>(pb, with_grad, sm_count()).total;
+  return sizes<Scalar>(pb, with_grad, device_for<Scalar>(pb, with_grad)).total;
 }
 
 template <typename Scalar>
 void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, void* workspace, size_t workspace_size,
          cudaStream_t stream) {
   const bool with_grad = grad != nullptr;
-  const Sizes z = sizes<Scalar>(pb, with_grad, sm_count());
+  const Sizes z = sizes<Scalar>(pb, with_grad, device_for<Scalar>(pb, with_grad));
   if (pb.n_pairs == 0) return;
   if (!cost || !value || !pb.pair_n || !pb.pair_m)
     throw std::invalid_argument("s2dtw (cuda): null cost, value, pair_n or pair_m pointer");
@@ -69,11 +110,12 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, voi
   auto* base = reinterpret_cast<unsigned char*>(align_up(reinterpret_cast<uintptr_t>(workspace)));
   auto* tape = with_grad ? reinterpret_cast<Tape2<Scalar>*>(base) : nullptr;
   auto* scratch = reinterpret_cast<double*>(base + z.tape_bytes);
+  auto* flags = reinterpret_cast<int*>(base + z.tape_bytes + z.scratch_bytes);
   const Consts k = consts_of(pb);
   // The variants get their own instantiation, so that the default kernels carry none of their code.
   auto go = is_variant(pb) ? (with_grad ? launch<Scalar, true, true> : launch<Scalar, false, true>)
                            : (with_grad ? launch<Scalar, true, false> : launch<Scalar, false, false>);
-  go(pb, k, z, cost, value, grad, tape, scratch, stream);
+  go(pb, k, z, cost, value, grad, tape, scratch, flags, stream);
 }
 
 template size_t workspace_bytes<float>(const Problem&, bool);

@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <tuple>
+#include <type_traits>
 
 #include "../s2dtw_cell.h"
 
@@ -12,6 +14,27 @@
 #ifndef S2DTW_LAUNCH
 #define S2DTW_LAUNCH(kernel, blocks, threads, smem_bytes, stream, ...) \
   kernel<<<blocks, threads, smem_bytes, stream>>>(__VA_ARGS__)
+#endif
+
+// A launch whose blocks must all be resident at once (they wait on each other's progress flags): a cooperative
+// launch, which fails (cudaErrorCooperativeLaunchTooLarge) instead of leaving a block waiting for an SM.
+#ifndef S2DTW_LAUNCH_RESIDENT
+#define S2DTW_LAUNCH_RESIDENT(kernel, blocks, threads, smem_bytes, stream, ...) \
+  s2dtw::cuda::launch_cooperative(kernel, blocks, threads, smem_bytes, stream, __VA_ARGS__)
+namespace s2dtw::cuda {
+template <typename... Params, typename... Args>
+cudaError_t launch_cooperative(void (*kernel)(Params...), unsigned blocks, unsigned threads, size_t smem,
+                               cudaStream_t stream, const Args&... args) {
+  std::tuple<std::remove_cv_t<Params>...> held{args...};  // the kernel's own parameter types, addressable
+  return std::apply(
+      [&](auto&... held_args) {
+        void* pointers[] = {static_cast<void*>(&held_args)...};
+        return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks), dim3(threads), pointers,
+                                           smem, stream);
+      },
+      held);
+}
+}  // namespace s2dtw::cuda
 #endif
 
 namespace s2dtw::cuda {
