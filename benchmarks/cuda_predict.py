@@ -43,8 +43,13 @@ SMS, CLOCK, SCHEDULERS, MUFU_PER_CLK, HBM = 132, 1.98e9, 4, 16, 4.3e12
 REGS_PER_SM, MAX_THREADS_SM, MAX_BLOCKS_SM = 65536, 2048, 32
 CHAIN = 0.5 * 6.0  # cycles per instruction of a cell on the dependent chain: ~half of them, ~6 cycles each
 BARRIER = 40.0  # cycles of a __syncthreads + shared-memory hand-over per step (block regime)
-# <Scalar, kGrad, kVariant[, kMaxThreads]>; kVariant (gamma = 0, smoothing = 0, open ends) is optional for older sources
-KERNEL = re.compile(r"(thread|block)_kernelI([df])Lb([01])E(?:Lb([01])E)?(?:Li(\d+)E)?")
+# <Scalar, kGrad, kVariant[, kMaxThreads[, kMulti]]>; kVariant (gamma = 0, smoothing = 0, open ends) is optional for
+# older sources; a block kernel with kMulti is regime "multi"
+KERNEL = re.compile(r"(thread|block)_kernelI([df])Lb([01])E(?:Lb([01])E)?(?:Li(\d+)E)?(?:Lb([01])E)?")
+
+
+def kernel_key(m: re.Match) -> tuple:
+    return ("multi" if m[6] == "1" else m[1], m[2], m[3] == "1", m[4] == "1", int(m[5] or 0))
 
 
 @dataclass
@@ -72,7 +77,7 @@ def parse_ptxas(log: str) -> dict[tuple, Kernel]:
     kernels, key = {}, None
     for line in log.splitlines():
         if m := KERNEL.search(line):
-            key = (m[1], m[2], m[3] == "1", m[4] == "1", int(m[5] or 0))
+            key = kernel_key(m)
             kernels[key] = Kernel(loops=[])
         elif key and (m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)):
             kernels[key].spill = int(m[1]) + int(m[2])
@@ -104,10 +109,10 @@ def parse_sass(text: str, kernels: dict[tuple, Kernel]) -> None:
     for line in text.splitlines() + ["Function : end"]:
         if "Function :" in line:
             if key in kernels:
-                marker = "BAR.SYNC" if key[0] == "block" else "MUFU.EX2" if key[1] == "f" else "DFMA"
+                marker = "BAR.SYNC" if key[0] != "thread" else "MUFU.EX2" if key[1] == "f" else "DFMA"
                 kernels[key].loops = hot_loops(body, marker)
             m = KERNEL.search(line)
-            key, body = (m[1], m[2], m[3] == "1", m[4] == "1", int(m[5] or 0)) if m else None, []
+            key, body = kernel_key(m) if m else None, []
         elif m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([^;]+);", line):
             body.append((int(m[1], 16), m[2].strip()))
 
@@ -168,22 +173,21 @@ TAPE_BUDGET = 2**30  # $S2DTW_CUDA_TAPE_MIB's default: recomputing, the blocks' 
 MULTI_CASES = [("1 x 8192x8192 soft-DTW", 8192, False), ("1 x 8192x8192 S2DTW", 8192, True)]
 
 
-def predict_multi(kernels: dict[tuple, Kernel], n: int, weak: bool, threads: int) -> dict:
+def predict_multi(kernels: dict[tuple, Kernel], n: int, weak: bool, threads: int, budget: int = TAPE_BUDGET) -> dict:
     """One pair in the multi-block regime: nb blocks of `threads` take the S strips in turn. Per pass (forward,
     recomputed forward when the tape does not fit, backward) a block runs S / nb strips of (Q + T - 1) steps, and
     strip i starts (FLAG_CHUNK + T) steps and FLAG_LATENCY cycles after strip i - 1; a step costs the chain latency
     of the pass's cell or the issue of the T / 32 warps, whichever is more (one block per SM)."""
     P = Q = 2 * n + 1 if weak else n
-    key = ("block", "f", True, False, min(b for b in (256, 512, 1024) if b >= threads))
-    k = kernels[key]
+    k = kernels[("multi", "f", True, False, 512)]
     (ins_f, mufu_f), (ins_b, mufu_b) = k.loops[0], k.loops[-1]
     strips = math.ceil(P / threads)
     resident_blocks = SMS * (occupancy(k.regs, threads) // threads)
     nb = min(strips, resident_blocks)
     full_tape = P * Q * 8
-    recompute = full_tape > TAPE_BUDGET
+    recompute = full_tape > budget
     if recompute:
-        nb = max(1, min(nb, TAPE_BUDGET // 4 // (threads * Q * 8)))
+        nb = max(1, min(nb, budget // 4 // (threads * Q * 8)))
     passes = [ins_f, ins_f, ins_b] if recompute else [ins_f, ins_b]
     per_block_strips = math.ceil(strips / nb)
     total = 0.0
@@ -201,10 +205,11 @@ def predict_multi(kernels: dict[tuple, Kernel], n: int, weak: bool, threads: int
 def multi_table(kernels: dict[tuple, Kernel]) -> str:
     rows = ["| case (float32, fwd+bwd) | strip (threads) | blocks | strips | regs | spills | tape kept | "
             "predicted | % of MUFU/HBM floor |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, n, weak in MULTI_CASES:
+    budgets = [("", TAPE_BUDGET), (", $S2DTW_CUDA_TAPE_MIB=4096", 2**32)]
+    for (name, n, weak), (label, budget) in [(c, b) for c in MULTI_CASES for b in budgets[:1 + c[2]]]:
         for threads in (64, 128, 256, 512):
-            p = predict_multi(kernels, n, weak, threads)
-            rows.append(f"| {name} | {threads} | {p['nb']} | {p['strips']} | {p['regs']} | {p['spill']} | "
+            p = predict_multi(kernels, n, weak, threads, budget)
+            rows.append(f"| {name}{label} | {threads} | {p['nb']} | {p['strips']} | {p['regs']} | {p['spill']} | "
                         f"{p['tape'] / 2**30:.3f} GiB{' (recomputing)' if p['recompute'] else ''} | "
                         f"{fmt_time(p['time'])} | {100 * p['floor'] / p['time']:.0f} % |")
     return "\n".join(rows)

@@ -65,11 +65,12 @@ __device__ __forceinline__ Pub load_pub(const Pub* at) {
 // forward overwrites; the forward keeps the row buffer each strip reads, as checkpoint rows (Q + 1
 // doubles each, see row_in), and the backward runs each strip's forward again (but the last's) from
 // its checkpoint: the same code on the same inputs, so the same R and weights bit for bit. kVariant: as in ThreadPair.
-// Multi-block regime (`flags` not null): the pair's strips are dealt round-robin to `nb` blocks (this is block
-// `kb`); every strip keeps its input row (checkpoint rows, `ckpt`, recomputing or not), the backward's Pubs go
-// through a ring of nb column buffers (strip j writes ring j mod nb, reads ring j + 1 mod nb: `ring`), and a
-// strip waits on the flags of the strip before it (forward flags [0, S), backward flags [S, 2 S), S strips).
-template <typename Scalar, bool kGrad, bool kVariant>
+// Multi-block regime (kMulti, its own instantiation: the one-block kernels carry none of its code): the pair's strips
+// are dealt round-robin to `nb` blocks (this is block `kb`); every strip keeps its input row (checkpoint rows, `ckpt`,
+// recomputing or not), the backward's Pubs go through a ring of nb column buffers (strip j writes ring j mod nb, reads
+// ring j + 1 mod nb: `ring`), and a strip waits on the flags of the strip before it (forward flags [0, S), backward
+// flags [S, 2 S), S strips).
+template <typename Scalar, bool kGrad, bool kVariant, bool kMulti>
 struct BlockPair {
   using M = MathOf<Scalar>;
   const Problem& pb;
@@ -86,7 +87,7 @@ struct BlockPair {
   int row0;        // W's row of walked row 0 (first_walked_row; 0 without kVariant)
   bool recompute;  // the tape is one strip's (this block's), each strip but the last recomputed in the backward
   Pub* ring;       // the backward's column buffers (nb of Q Pubs)
-  int* flags;      // the pair's progress flags (multi-block regime); null: one block per pair
+  int* flags;      // the pair's progress flags (kMulti)
   int nb, kb;      // blocks per pair, this block's index among them
 
   // Double buffers in shared memory, by the parity of the step s.
@@ -107,9 +108,12 @@ struct BlockPair {
 
   // R of the row above at in[x] (thread 0 of the strip at `top` > 0): once the strip above has published it.
   __device__ __forceinline__ double row_above(const double* in, int top, int x, int& seen) const {
-    if (!flags) return in[x];
-    if (x > seen) seen = wait_flag(flags + top / T - 1, x);
-    return *reinterpret_cast<const volatile double*>(in + x);
+    if constexpr (!kMulti) {
+      return in[x];
+    } else {
+      if (x > seen) seen = wait_flag(flags + top / T - 1, x);
+      return *reinterpret_cast<const volatile double*>(in + x);
+    }
   }
 
   // Thread t of the strip at `top` computes cell (p, q) = (top + t, s - t) at step s.
@@ -162,7 +166,7 @@ struct BlockPair {
         // In place: thread 0 read in[q + 1] at step q <= this step (same thread when rows == 1).
         if (feeds_next) {
           in[step + q + 1] = r;
-          if (flags && (q + 1) % kFlagChunk == 0) publish(flags + top / T, q + 1);
+          if (kMulti && (q + 1) % kFlagChunk == 0) publish(flags + top / T, q + 1);
         }
         if (!(kVariant && pb.open_end) && p == P - 1 && q == Q - 1) value[b] = Scalar(r);
         sbuf(s)[t] = r;
@@ -172,7 +176,7 @@ struct BlockPair {
       __syncthreads();
       if (++srow == Q) srow = 0;
     }
-    if (flags && feeds_next) publish(flags + top / T, Q + 1);  // all of it
+    if (kMulti && feeds_next) publish(flags + top / T, Q + 1);  // all of it
   }
 
   // An open end's value, from the last row's R that the last strip left in the row buffer; its
@@ -198,9 +202,11 @@ struct BlockPair {
   // strip feed it; `relay`: 1 where threshold rows relay the smoothing terms. Strips run bottom-up.
   __device__ __forceinline__ void backward_strip(int top) const {
     const int j = top / T;
-    const Pub* col_in = ring + int64_t((j + 1) % nb) * Q;       // what the first row of the strip below published
-    Pub* col_out = ring + int64_t(j % nb) * Q;                  // one buffer (in place) with one block per pair
-    int* flag_in = flags ? flags + strips() + j + 1 : nullptr;  // backward flags: columns >= Q - value published
+    // What the first row of the strip below published, and where this strip's goes (one buffer, in place, with
+    // one block per pair).
+    const Pub* col_in = kMulti ? ring + int64_t((j + 1) % nb) * Q : ring;
+    Pub* col_out = kMulti ? ring + int64_t(j % nb) * Q : ring;
+    const int* flag_in = kMulti ? flags + strips() + j + 1 : nullptr;  // backward flags: columns >= Q - value done
     int seen = 0;
     const int reach = pb.smooth ? (pb.weak ? 2 : 1) : 1;
     const int relay = pb.smooth && pb.weak ? 1 : 0;
@@ -226,7 +232,7 @@ struct BlockPair {
         if (within(below, q)) {
           if (t != rows - 1) {
             in = pbuf(s + 1)[t + 1];
-          } else if (!flag_in) {
+          } else if constexpr (!kMulti) {
             in = col_in[q];
           } else {
             if (Q - q > seen) seen = wait_flag(flag_in, Q - q);
@@ -268,13 +274,13 @@ struct BlockPair {
         // In place: the strip's last thread read col_in[q] at step q + rows - 1 >= this one.
         if (t == 0 && top > 0) {
           col_out[q] = out;
-          if (flags && (Q - q) % kFlagChunk == 0) publish(flags + strips() + j, Q - q);
+          if (kMulti && (Q - q) % kFlagChunk == 0) publish(flags + strips() + j, Q - q);
         }
       }
       __syncthreads();
       srow = srow == 0 ? Q - 1 : srow - 1;
     }
-    if (flags && t == 0 && top > 0) publish(flags + strips() + j, Q);
+    if (kMulti && t == 0 && top > 0) publish(flags + strips() + j, Q);
   }
 };
 
@@ -297,12 +303,12 @@ struct BlockSpace {
 // backward, bottom-up. A block's sequence of strips is a subsequence of the one order in which all strips
 // can run (forward top-down, then backward bottom-up), each strip waiting only on earlier ones: with all
 // blocks co-resident (launch code), the earliest unfinished strip always runs, so nothing deadlocks.
-template <typename Scalar, bool kGrad, bool kVariant, int kMaxThreads>
+template <typename Scalar, bool kGrad, bool kVariant, int kMaxThreads, bool kMulti>
 __global__ void __launch_bounds__(kMaxThreads)
     block_kernel(const Problem pb, const Consts k, const Scalar* __restrict__ cost, Scalar* __restrict__ value,
                  Scalar* __restrict__ grad, const BlockSpace<Scalar> ws) {
   S2DTW_DYNAMIC_SHARED(double, smem);
-  const int nb = ws.nb;
+  const int nb = kMulti ? ws.nb : 1;
   const int64_t b = blockIdx.x / nb;
   const int kb = int(blockIdx.x % nb);
   const int t = threadIdx.x, T = blockDim.x;
@@ -324,27 +330,28 @@ __global__ void __launch_bounds__(kMaxThreads)
   double* scratch = ws.scratch + b * ws.scratch_stride;
   Tape2<Scalar>* tape = kGrad ? ws.tape + b * ws.tape_stride : nullptr;
   if (ws.recompute) tape += int64_t(kb) * T * Q;  // each block its own strip's tape
-  const BlockPair<Scalar, kGrad, kVariant> pair{pb,
-                                                k,
-                                                {cost + offset, pb.stride_i, pb.stride_j},
-                                                g,
-                                                value,
-                                                b,
-                                                width,
-                                                scratch,
-                                                tape,
-                                                ws.ckpt_offset ? scratch + ws.ckpt_offset : nullptr,
-                                                smem,
-                                                P,
-                                                Q,
-                                                t,
-                                                T,
-                                                row0,
-                                                kGrad && ws.recompute,
-                                                reinterpret_cast<Pub*>(nb > 1 ? scratch + ws.ring_offset : scratch),
-                                                nb > 1 ? ws.flags + b * ws.flags_stride : nullptr,
-                                                nb,
-                                                kb};
+  const BlockPair<Scalar, kGrad, kVariant, kMulti> pair{
+      pb,
+      k,
+      {cost + offset, pb.stride_i, pb.stride_j},
+      g,
+      value,
+      b,
+      width,
+      scratch,
+      tape,
+      ws.ckpt_offset ? scratch + ws.ckpt_offset : nullptr,
+      smem,
+      P,
+      Q,
+      t,
+      T,
+      row0,
+      kGrad && ws.recompute,
+      reinterpret_cast<Pub*>(kMulti ? scratch + ws.ring_offset : scratch),
+      kMulti ? ws.flags + b * ws.flags_stride : nullptr,
+      nb,
+      kb};
   const int last = ((P - 1) / T) * T;  // the last strip's top
   for (int top = kb * T; top < P; top += nb * T) pair.forward_strip(top, kGrad ? pair.strip_tape(top) : nullptr, false);
   if constexpr (kVariant)

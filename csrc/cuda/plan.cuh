@@ -27,10 +27,12 @@ struct Plan {
 };
 
 // The device as the plan sees it: SMs, and how many blocks of each strip height (32 << i threads) an SM holds
-// at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor of that block kernel).
+// at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor of the multi-block kernel).
+constexpr int kMaxMultiStrip = 512;  // the multi-block regime's tallest strip
+
 struct Device {
   int sms = 1;
-  int per_sm[6] = {1, 1, 1, 1, 1, 1};
+  int per_sm[6] = {0, 0, 0, 0, 0, 0};  // 0 above kMaxMultiStrip
   int64_t resident(int T) const {
     int i = 0;
     while ((32 << i) < T) ++i;
@@ -125,9 +127,11 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, const Device& dev, boo
     if (best_est < 0 || multi_est < best_est) best_est = multi_est, best = Plan{true, T, int(std::max<int64_t>(nb, 1))};
   }
   if (pb.cuda_regime == 3 && best_est < 0)  // more blocks than the device holds at once could deadlock
-    throw std::runtime_error("s2dtw (cuda): the multi-block regime needs a block per pair co-resident (" +
-                             std::to_string(pb.n_pairs) + " pairs, " +
-                             std::to_string(dev.resident(pb.cuda_strip ? pb.cuda_strip : 32)) + " blocks fit)");
+    throw std::runtime_error(
+        "s2dtw (cuda): the multi-block regime needs a block per pair co-resident, in strips "
+        "of at most " +
+        std::to_string(kMaxMultiStrip) + " rows (" + std::to_string(pb.n_pairs) + " pairs, " +
+        std::to_string(dev.resident(pb.cuda_strip ? pb.cuda_strip : 32)) + " blocks fit)");
   if (forced ? pb.cuda_regime == 1 : thread_est < best_est) best.block_regime = false, best.blocks = 1;
   return best;
 }

@@ -18,12 +18,14 @@
 namespace s2dtw::cuda {
 namespace {
 
-// The smallest __launch_bounds__ that fits the strip: more registers per thread.
+// The smallest __launch_bounds__ that fits the strip: more registers per thread. The multi-block regime's strips
+// (up to kMaxMultiStrip rows) have one instantiation.
 template <typename Scalar, bool kGrad, bool kVariant>
-auto block_kernel_for(int T) {
-  return T <= 256   ? block_kernel<Scalar, kGrad, kVariant, 256>
-         : T <= 512 ? block_kernel<Scalar, kGrad, kVariant, 512>
-                    : block_kernel<Scalar, kGrad, kVariant, kMaxStrip>;
+auto block_kernel_for(int T, bool multi) {
+  return multi      ? block_kernel<Scalar, kGrad, kVariant, kMaxMultiStrip, true>
+         : T <= 256 ? block_kernel<Scalar, kGrad, kVariant, 256, false>
+         : T <= 512 ? block_kernel<Scalar, kGrad, kVariant, 512, false>
+                    : block_kernel<Scalar, kGrad, kVariant, kMaxStrip, false>;
 }
 
 template <typename Kernel>
@@ -33,14 +35,14 @@ void allow_shared(Kernel kernel, size_t smem) {
           "cudaFuncSetAttribute(block_kernel)");
 }
 
-// The SMs and, per strip height, the blocks of that kernel an SM holds at once.
+// The SMs and, per strip height, the blocks of the multi-block kernel an SM holds at once.
 template <typename Scalar, bool kGrad, bool kVariant>
 Device device_of() {
   Device dev;
   dev.sms = sm_count();
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; (32 << i) <= kMaxMultiStrip; ++i) {
     const int T = 32 << i;
-    const auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T);
+    const auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T, true);
     allow_shared(kernel, block_shared_bytes(kGrad, T));
     check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&dev.per_sm[i], kernel, T, block_shared_bytes(kGrad, T)),
           "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
@@ -62,7 +64,7 @@ void launch(const Problem& pb, const Consts& k, const Sizes& z, const Scalar* co
     if (pb.n_pairs * plan.blocks > INT_MAX) throw std::runtime_error("s2dtw (cuda): more than 2^31 - 1 blocks");
     const int T = plan.strip;
     const size_t smem = block_shared_bytes(kGrad, T);
-    auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T);
+    auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T, plan.blocks > 1);
     allow_shared(kernel, smem);
     const BlockSpace<Scalar> ws{
         scratch,       z.scratch_per_pair, tape,  z.tape_per_pair,
