@@ -31,11 +31,7 @@ pytestmark = pytest.mark.cuda_emulation
 
 if build.compiler() is None:
     pytest.skip("no C++ compiler to build the CUDA emulation", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def emulated():
-    return build.load()
+emulated = pytest.fixture(scope="module", name="emulated")(build.load)
 
 
 def set_device(monkeypatch, sms: int, per_sm: int = 1) -> None:
