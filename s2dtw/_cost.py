@@ -97,12 +97,15 @@ class _Fold:
 
     def slots(self, rows: torch.Tensor, cols: torch.Tensor, n: int) -> torch.Tensor:
         """The slot of each pair (rows[k] <= cols[k]) of sequences of n rows: the number, row-major, of its n x n
-        region in the grid of n x n regions that tiles the buffer."""
-        per_group = self.rows // n
-        group = torch.div(rows, per_group, rounding_mode="floor")
-        first = group * per_group  # the group's first sequence, where its block row starts in x
-        corner = torch.tensor([block[2:] for block in self.blocks], device=rows.device)[group] // n
-        return (corner[:, 0] + rows - first) * (self.width // n) + corner[:, 1] + cols - first
+        region in the grid of n x n regions that tiles the buffer (sequence j's column in the block row of i's
+        group is j - the group's first sequence)."""
+        per_group, per_row = self.rows // n, self.width // n
+        start = []  # per sequence i: the slot of pair (i, j), less j
+        for i in range(self.total // n):
+            group = i // per_group
+            row, col = self.blocks[group][2:]
+            start.append((row // n + i - group * per_group) * per_row + col // n - group * per_group)
+        return torch.tensor(start, device=rows.device)[rows] + cols
 
 
 class _FoldedGram(torch.autograd.Function):
