@@ -101,9 +101,16 @@ class Layout:
         """A contiguous (Bx * N, By * M) cost of every x (Bx,) against every y (By,): pair (i, j) is number
         i * By + j."""
         bx, by = x_lengths.numel(), y_lengths.numel()
-        n, m = cost.shape[0] // bx, cost.shape[1] // by
         pair_n, pair_m = x_lengths.unsqueeze(1).expand(bx, by), y_lengths.unsqueeze(0).expand(bx, by)
-        return Layout(pair_n.reshape(-1), pair_m.reshape(-1), by, n, m, n * by * m, m, by * m, 1)
+        return Layout.in_grid(cost, cost.shape[0] // bx, cost.shape[1] // by, pair_n.reshape(-1), pair_m.reshape(-1))
+
+    @staticmethod
+    def in_grid(cost: torch.Tensor, n: int, m: int, pair_n: torch.Tensor, pair_m: torch.Tensor,
+                slots: torch.Tensor | None = None) -> Layout:
+        """A contiguous 2-d cost tiled by a grid of n x m regions, numbered row-major: pair b in region slots[b]
+        (region b without slots), pair_n[b] x pair_m[b]."""
+        per_row = cost.shape[1] // m
+        return Layout(pair_n, pair_m, per_row, n, m, n * per_row * m, m, per_row * m, 1, slots=slots)
 
     def select(self, slots: torch.Tensor) -> Layout:
         """The pairs of this (slot-less) layout numbered `slots` only, each in its own region."""
@@ -116,27 +123,36 @@ class Layout:
     def _offsets(self, slots: torch.Tensor | int) -> torch.Tensor | int:
         return (slots // self.pairs_per_x) * self.stride_x + (slots % self.pairs_per_x) * self.stride_y
 
-    def extent(self) -> int:
-        """Elements of the buffer the regions span (without slots): 1 + the offset of the last cell any pair
-        can reach."""
-        last_x, last_y = (self.n_pairs - 1) // self.pairs_per_x, min(self.n_pairs, self.pairs_per_x) - 1
+    def extent(self, pairs: int | None = None) -> int:
+        """Elements of the buffer the regions span (without slots): 1 + the offset of the last cell any of the
+        first `pairs` pairs (default n_pairs) can reach."""
+        pairs = self.n_pairs if pairs is None else pairs
+        last_x, last_y = (pairs - 1) // self.pairs_per_x, min(pairs, self.pairs_per_x) - 1
         return 1 + last_x * self.stride_x + last_y * self.stride_y + self._region_span()
 
     def _region_span(self) -> int:
         return (self.padded_n - 1) * self.stride_i + (self.padded_m - 1) * self.stride_j
 
+    def regions(self, numel: int) -> int:
+        """How many padded_n x padded_m regions a buffer of `numel` elements holds: the slots a layout with slots
+        may use are 0 .. regions - 1 (scale_grad reads the buffer so)."""
+        return numel // (self.padded_n * self.padded_m)
+
     def check_fits(self, numel: int) -> None:
         """Every pair's region inside a buffer of `numel` elements and, with slots, the slots distinct (two
-        pairs in one region would race on its gradient). Checked before any kernel reads the buffer; CUDA
-        slots by a device-side assertion, which reads nothing on the host."""
-        if min(self.ints()) < 0 or (self.n_pairs and self.slots is None and self.extent() > numel):
+        pairs in one region would race on its gradient) and each one of the buffer's `regions`, all of which
+        fit. Checked before any kernel reads the buffer, in O(n_pairs + regions); CUDA slots by a device-side
+        assertion, which reads nothing on the host."""
+        pairs = self.n_pairs if self.slots is None else self.regions(numel)
+        if min(self.ints()) < 0 or (self.n_pairs and (pairs < 1 or self.extent(pairs) > numel)):
             raise ValueError(f"s2dtw: the layout {self.ints()} of {self.n_pairs} pairs does not fit a cost "
                              f"buffer of {numel} elements")
         if self.slots is None or not self.n_pairs:
             return
-        ordered = self.slots.sort().values
-        fits = ((ordered[0] >= 0) & (self._offsets(self.slots).max() + self._region_span() < numel)
-                & (ordered[1:] != ordered[:-1]).all())
+        low, high = torch.aminmax(self.slots)
+        # Distinct: as many regions marked as there are slots (clamped, so that a bad slot marks one in range).
+        marked = self.slots.new_zeros(pairs).scatter_(0, self.slots.clamp(0, pairs - 1), 1).sum()
+        fits = (low >= 0) & (high < pairs) & (marked == self.n_pairs)
         message = f"s2dtw: the slots of the layout {self.ints()} must be distinct and inside a buffer of {numel}"
         if self.slots.is_cuda:
             torch._assert_async(fits, message)

@@ -220,11 +220,14 @@ def _symmetric_pairwise(x: torch.Tensor, x_lengths: Lengths, y_lengths: Lengths,
     batch, n, _ = x.shape
     x_len = check_lengths("x_lengths", x_lengths, batch, n, x.device)
     check_band(params, x_len, x_len, all_pairs=True)
-    # One all-pairs cost (built on its regions i <= j only for a built-in metric); the pairs i <= j are its
-    # slots i * B + j: the kernels read them in place.
-    cost = _all_pairs_cost(x, x, metric) if callable(metric) else symmetric_cost(x, metric)
+    # One cost (for a built-in metric, the all-pairs cost's block-upper triangle, folded), in whose grid of N x N
+    # regions pair k = (rows[k], cols[k]) lies in slot slots[k]: the kernels read it in place.
     rows, cols = torch.triu_indices(batch, batch, device=x.device)
-    computed = _run(cost, Layout.all_pairs(cost, x_len, x_len).select(rows * batch + cols), params, backend)
+    if callable(metric):
+        cost, slots = _all_pairs_cost(x, x, metric), rows * batch + cols
+    else:
+        cost, slots = symmetric_cost(x, metric, rows, cols)
+    computed = _run(cost, Layout.in_grid(cost, n, n, x_len[rows], x_len[cols], slots), params, backend)
     # index[i, j] is pair (min(i, j), max(i, j))'s number: autograd's gather backward folds g[j, i] onto it
     index = torch.zeros(batch, batch, dtype=torch.int64, device=x.device)
     index[rows, cols] = torch.arange(rows.numel(), device=x.device)

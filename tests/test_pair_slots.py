@@ -1,5 +1,5 @@
 """Pair slots (Layout.slots): some regions of a layout, in any order, on every CPU backend; and pairwise(x), which
-aligns the slots i <= j of one all-pairs cost built on its upper block triangle (s2dtw._cost.symmetric_cost)."""
+aligns the slots i <= j of one cost, the all-pairs cost's block-upper triangle folded (s2dtw._cost.symmetric_cost)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from helpers import require_backend
 
 import s2dtw
-from s2dtw import _cost, _dispatch, _op
+from s2dtw import _cost, _dispatch, _op, functional
 from s2dtw._problem import Layout, Params, Problem
 
 BACKENDS = ["cpp", "numba", "numpy"]
@@ -66,7 +66,8 @@ def test_gradgradcheck_with_slots():
     assert torch.autograd.gradgradcheck(lambda c: _op.align(c, layout, Params(0.5, 0.3, 0.5), "cpp"), (cost,))
 
 
-@pytest.mark.parametrize("slots, why", [([0, 12], "out of range"), ([-1, 2], "negative"), ([3, 3], "duplicate")])
+@pytest.mark.parametrize("slots, why", [([0, 12], "out of range"), ([0, 2**40], "far out of range"),
+                                        ([-1, 2], "negative"), ([3, 3], "duplicate")])
 def test_check_fits_refuses_bad_slots(slots, why):
     cost, full = all_pairs()
     layout = dataclasses.replace(full.select(torch.tensor([0, 1])), slots=torch.tensor(slots))
@@ -90,13 +91,45 @@ def test_cpp_module_refuses_malformed_slots(bad):
         _dispatch._run_cpp(cost, cost.new_empty(2), None, Problem(layout, GRIDS["s2dtw"]))
 
 
-def test_upper_gram_blocks_and_gradient():
-    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
-    block = torch.arange(7) // 2  # groups of 2 rows, the last one short
-    want = torch.where(block.unsqueeze(1) <= block, -2 * x @ x.T, 0)
-    torch.testing.assert_close(_cost._UpperGram.apply(x, 2, -2.0), want, rtol=1e-14, atol=0)
-    assert torch.autograd.gradcheck(lambda a: _cost._UpperGram.apply(a, 2, -2.0), (x,))
-    assert torch.autograd.gradgradcheck(lambda a: _cost._UpperGram.apply(a, 2, -2.0), (x,))
+# (batch, n, MIN_GROUP_ROWS): g groups of `rows` rows; g = 1, even, odd with a short last group, even with one
+FOLDS = {"one group": (4, 2, 128), "4 groups": (6, 3, 4), "3, last short": (7, 1, 2), "2, last short": (5, 2, 4)}
+
+
+@pytest.mark.parametrize("fold", FOLDS)
+@pytest.mark.parametrize("metric", ["neg_dot", "sqeuclidean"])
+def test_folded_cost_holds_every_pair_i_le_j(monkeypatch, fold, metric):
+    """Each pair i <= j's region of the folded cost, found by its slot, is the all-pairs cost's region (i, j); the
+    cells no block covers are zero (torch.empty fills with NaN here, which the finite check would refuse)."""
+    batch, n, min_rows = FOLDS[fold]
+    monkeypatch.setattr(_cost, "MIN_GROUP_ROWS", min_rows)
+    torch.manual_seed(4)
+    x = torch.randn(batch, n, 3, dtype=torch.float64)
+    rows, cols = torch.triu_indices(batch, batch)
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # with fill_uninitialized_memory (default): empty tensors hold NaN
+    try:
+        cost, slots = _cost.symmetric_cost(x, metric, rows, cols)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    full = functional._all_pairs_cost(x, x, metric).reshape(batch, n, batch, n)
+    lengths = torch.full((rows.numel(),), n)
+    layout = Layout.in_grid(cost, n, n, lengths, lengths, slots)
+    layout.check_fits(cost.numel())  # in range and distinct
+    for k, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+        region = cost.reshape(-1)[layout.offset(k):].as_strided((n, n), (layout.stride_i, 1))
+        torch.testing.assert_close(region, full[i, :, j], rtol=1e-13, atol=1e-13)
+    if min_rows < batch * n:  # several groups: less than the all-pairs buffer
+        assert cost.numel() < (batch * n) ** 2
+
+
+@pytest.mark.parametrize("fold", ["4 groups", "3, last short"])
+def test_folded_gram_gradient(fold):
+    batch, n, min_rows = FOLDS[fold]
+    place = _cost._Fold(batch * n, -(-batch // max(1, min(batch, batch * n // min_rows))) * n)
+    a, b = (torch.randn(batch * n, 2, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(lambda u, v: _cost._FoldedGram.apply(u, v, place, -2.0), (a, b))
+    assert torch.autograd.gradgradcheck(lambda u, v: _cost._FoldedGram.apply(u, v, place, -2.0), (a, b))
+    assert torch.autograd.gradcheck(lambda u: _cost._FoldedGram.apply(u, u, place, -1.0), (a,))  # x x^T
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
