@@ -131,11 +131,16 @@ class _ScaledGrad(torch.autograd.Function):
 
 
 def _save(ctx, cost: torch.Tensor, layout: Layout, params: Params, backend: str, grad: torch.Tensor) -> None:
+    # The second output (grad) never gets an upstream gradient of its own: without this autograd would
+    # fill a cost-sized zero tensor for it on every backward.
+    ctx.set_materialize_grads(False)
     ctx.layout, ctx.params, ctx.backend = layout, params, backend
     ctx.save_for_backward(grad, cost)
 
 
-def _scaled_grad(ctx, grad_value: torch.Tensor) -> torch.Tensor:
+def _scaled_grad(ctx, grad_value: torch.Tensor | None) -> torch.Tensor | None:
+    if grad_value is None:  # the values took no part in what is differentiated
+        return None
     grad, cost = ctx.saved_tensors
     return _ScaledGrad.apply(grad, grad_value, cost, ctx.layout, ctx.params, ctx.backend)
 
