@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
         v = fn(cost=c, backend="cpp", **kw)
         v.sum().backward()
         # The gradient's bytes, not a torch sum of it: torch's own reduction order follows the thread count.
-        print(hashlib.sha1(v.detach().numpy().tobytes()).hexdigest(), hashlib.sha1(c.grad.numpy().tobytes()).hexdigest())
+        print(*(hashlib.sha1(t.detach().numpy().tobytes()).hexdigest() for t in (v, c.grad)))
 """)
 
 
