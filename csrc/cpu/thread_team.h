@@ -140,9 +140,10 @@ class CoreShare {
     int64_t ticks = 0;
     cpus = 0;
     while (std::fgets(line, sizeof(line), f)) {
+      if (std::strncmp(line, "cpu", 3) != 0) break;  // the processor lines come first
       int cpu;
       long long v[8] = {};
-      if (std::strncmp(line, "cpu", 3) != 0 || line[3] < '0' || line[3] > '9' ||
+      if (line[3] < '0' || line[3] > '9' ||
           std::sscanf(line, "cpu%d %lld %lld %lld %lld %lld %lld %lld %lld", &cpu, v, v + 1, v + 2, v + 3, v + 4, v + 5,
                       v + 6, v + 7) != 9 ||
           cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &mask))
