@@ -191,6 +191,10 @@ std::atomic<bool> forked_child{false};
 
 bool in_forked_child() { return forked_child; }
 
+namespace {
+CoreShare core_share;
+}  // namespace
+
 SimdLevel simd_level() {
   static const SimdLevel cpu_level = detect_simd();
   return cpu_level;
@@ -204,13 +208,10 @@ const char* simd_name(SimdLevel level) {
   }
 }
 
+namespace {
+
 template <typename Scalar>
-void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
-  check_pair_lengths(pb);
-  // The kernels' band follows the diagonal from the first to the last cell, which an open path need not touch.
-  if (pb.banded && (pb.open_begin || pb.open_end))
-    throw std::invalid_argument("s2dtw: open_begin / open_end cannot be combined with a band");
-  if (forked_child) num_threads = 1;
+void run_kernel(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
   const SimdLevel level = std::min(SimdLevel(std::clamp(pb.max_simd, 0, 2)), simd_level());
 #ifdef S2DTW_HAVE_SIMD
   try {
@@ -223,6 +224,17 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   }
 #endif
   run_scalar(pb, cost, value, grad, num_threads);
+}
+
+}  // namespace
+
+template <typename Scalar>
+void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int num_threads) {
+  check_pair_lengths(pb);
+  // The kernels' band follows the diagonal from the first to the last cell, which an open path need not touch.
+  if (pb.banded && (pb.open_begin || pb.open_end))
+    throw std::invalid_argument("s2dtw: open_begin / open_end cannot be combined with a band");
+  run_kernel(pb, cost, value, grad, forked_child ? 1 : core_share.threads(num_threads));
 }
 
 int64_t cached_workspace_bytes() { return kept_workspace_bytes; }

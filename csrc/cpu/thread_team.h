@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <ctime>
 
 #include <sched.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -98,4 +102,76 @@ struct alignas(64) WorkCounter {
   int64_t take() { return next.fetch_add(1, std::memory_order_relaxed); }
 };
 
+// How many of `requested` threads to start, given the time other processes took on the
+// processors this one may use. libgomp's team threads spin for milliseconds after each
+// region (torch's ops and ours) before they sleep, so beside another busy process there
+// are more runnable threads than cores, and a call on more threads waits whole time slices
+// for a preempted one (its own worker, or the caller pushed off by a spinning one); a call
+// on the cores that are free runs without such waits. Other processes' share is measured
+// over windows of at least kWindow: the processors' busy time (/proc/stat) less this
+// process's CPU time. An idle machine keeps every requested thread (torch's awake team);
+// where /proc/stat cannot be read nothing changes. The results do not depend on the count.
+class CoreShare {
+ public:
+  int threads(int requested) {
+    if (requested <= 1) return requested;
+    sample();
+    return std::max(1, std::min(requested, free_.load(std::memory_order_relaxed)));
+  }
+
+ private:
+  static constexpr int64_t kWindow = 100'000'000;  // ns
+  static int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  static int64_t own_cpu_ns() {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+  }
+  // Busy time of this process's processors (all but idle and iowait), in ns; -1 if unknown.
+  static int64_t busy_ns(int& cpus) {
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return -1;
+    FILE* f = std::fopen("/proc/stat", "r");
+    if (!f) return -1;
+    char line[512];
+    int64_t ticks = 0;
+    cpus = 0;
+    while (std::fgets(line, sizeof(line), f)) {
+      if (std::strncmp(line, "cpu", 3) != 0) break;  // the processor lines come first
+      int cpu;
+      long long v[8] = {};
+      if (line[3] < '0' || line[3] > '9' ||
+          std::sscanf(line, "cpu%d %lld %lld %lld %lld %lld %lld %lld %lld", &cpu, v, v + 1, v + 2, v + 3, v + 4, v + 5,
+                      v + 6, v + 7) != 9 ||
+          cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &mask))
+        continue;
+      ticks += v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // user nice system irq softirq steal
+      ++cpus;
+    }
+    std::fclose(f);
+    return cpus > 0 ? ticks * (1'000'000'000 / std::max(sysconf(_SC_CLK_TCK), 1L)) : -1;
+  }
+  // One thread at a time closes a window that has lasted kWindow and opens the next.
+  void sample() {
+    const int64_t now = now_ns();
+    if (now - start_.load(std::memory_order_relaxed) < kWindow || sampling_.exchange(true)) return;
+    int cpus = 0;
+    const int64_t busy = busy_ns(cpus), own = own_cpu_ns(), start = start_.load(std::memory_order_relaxed);
+    if (busy >= 0 && busy_ >= 0 && start > 0) {
+      const double others = double((busy - busy_) - (own - own_)) / double(now - start);
+      free_.store(int(cpus - others + 0.5), std::memory_order_relaxed);
+    }
+    busy_ = busy;
+    own_ = own;
+    start_.store(now, std::memory_order_relaxed);
+    sampling_.store(false);
+  }
+  std::atomic<int64_t> start_{0};
+  std::atomic<int> free_{1 << 20};
+  std::atomic<bool> sampling_{false};
+  int64_t busy_ = -1, own_ = 0;  // at start_, written by the sampling thread only
+};
 }  // namespace s2dtw::cpu
