@@ -3,6 +3,7 @@
 and gradients are bit-identical.
 
     python benchmarks/kernel_ab.py OLD_CHECKOUT NEW_CHECKOUT [--shapes a,b,s2] [--rounds 41] [--threads 1]
+    python benchmarks/kernel_ab.py . . --simd avx2,avx512    # one build, AVX2 arm against AVX-512 arm
 
 Each checkout holds a built package (its s2dtw/_cpu*.so). One worker process per build loads that module by path
 (no torch, no s2dtw/__init__; two builds cannot share one process, CPython would hand the second load of `_cpu` the
@@ -83,13 +84,13 @@ def case(key: str, dtype: str) -> tuple:
     lengths = _Lengths(np.full(shape.batch, shape.n, dtype=np.int64))
     layout = types.SimpleNamespace(pair_n=lengths, pair_m=lengths, n_pairs=shape.batch, pairs_per_x=1,
                                    padded_n=shape.n, padded_m=shape.m, stride_x=shape.n * shape.m, stride_y=0,
-                                   stride_i=shape.m, stride_j=1)
+                                   stride_i=shape.m, stride_j=1, slots=None)
     s2 = shape.s2dtw_workload
     params = types.SimpleNamespace(gamma=GAMMA, smoothing=SMOOTHING if s2 else None,
                                    threshold=THRESHOLD if s2 else None, bandwidth=None, open_begin=False,
                                    open_end=False)
     switches = types.SimpleNamespace(max_simd=LEVELS.index(os.environ.get("S2DTW_SIMD") or "avx512"), cuda_regime=0,
-                                     cuda_strip=0)
+                                     cuda_strip=0, cuda_tape_mib=0)
     pb = types.SimpleNamespace(layout=layout, params=params, switches=switches)
     return cost, np.full(shape.batch, np.nan, dtype=dtype), np.zeros_like(cost), pb
 
@@ -97,12 +98,14 @@ def case(key: str, dtype: str) -> tuple:
 class Worker:
     """One build's worker process."""
 
-    def __init__(self, checkout: Path) -> None:
+    def __init__(self, checkout: Path, simd: str | None = None) -> None:
         found = sorted((checkout / "s2dtw").glob("_cpu*.so"))
         if len(found) != 1:
             raise SystemExit(f"expected one built s2dtw/_cpu*.so in {checkout}, found {found}")
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
+        if simd:
+            env["S2DTW_SIMD"] = simd
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(found[0]), str(Path(__file__).parent)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd="/")
 
@@ -128,9 +131,13 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--simd", default="", metavar="OLD,NEW",
+                        help="each arm's $S2DTW_SIMD, e.g. avx2,avx512 (one build against itself at two levels)")
     args = parser.parse_args()
-    builds = {"old": Worker(args.old.resolve()), "new": Worker(args.new.resolve())}
-    print(f"load average {os.getloadavg()[0]:.1f}, {args.threads} thread(s), {args.rounds} rounds")
+    simd = args.simd.split(",") if args.simd else [os.environ.get("S2DTW_SIMD")] * 2
+    builds = {"old": Worker(args.old.resolve(), simd[0]), "new": Worker(args.new.resolve(), simd[1])}
+    print(f"load average {os.getloadavg()[0]:.1f}, {args.threads} thread(s), {args.rounds} rounds, "
+          f"S2DTW_SIMD old={simd[0]!r} new={simd[1]!r}")
     print("| shape | dtype | old ms | new ms | new / old | bit-identical |\n|---|---|---:|---:|---:|---|")
     for key in args.shapes.split(","):
         shape = SHAPES[key]

@@ -170,15 +170,27 @@ struct Tile<double> {
 
 // ---------------------------------------------------------------- lockstep rows <-> [cell][lane]
 
+// The last one or two columns of a float row go one element at a time: a tile's loads,
+// transpose and partial stores for the single column left of a 17-column pair cost as much
+// as a full tile (3 % less time on (a) float32; for double tiles of 4 it measured 3 % more,
+// benchmarks/results/cpu_profile_2026-12-02_avx512_avx2.md).
+template <typename T>
+constexpr int64_t scalar_tail(int64_t columns) {
+  return Tile<T>::W == 8 && columns % 8 <= 2 ? columns % 8 : 0;
+}
+
 // Row i of the lanes' costs into cb ([cell][lane], m columns), zero outside each
 // lane's pair. Rows are contiguous (stride_j == 1).
 template <typename T>
 inline void gather_row(T* cb, const T* const* rows, const int64_t* inside, int64_t m, int64_t i) {
   using B = Tile<T>;
   constexpr int W = B::W;
+  const int64_t tiled = m - scalar_tail<T>(m);
   for (int l0 = 0; l0 < kLanes; l0 += W) {
+    for (int64_t j = tiled; j < m; ++j)
+      for (int k = 0; k < W; ++k) cb[(i * m + j) * kLanes + l0 + k] = j < inside[l0 + k] ? rows[l0 + k][j] : T(0);
     const int64_t common = *std::min_element(inside + l0, inside + l0 + W);
-    for (int64_t j0 = 0; j0 < m; j0 += W) {
+    for (int64_t j0 = 0; j0 < tiled; j0 += W) {
       typename B::V r[W];
       if (j0 + W <= common)
         for (int k = 0; k < W; ++k) r[k] = B::load(rows[l0 + k] + j0);
@@ -199,10 +211,14 @@ inline void scatter_row(T* const* rows, const Src* dc, const int64_t* inside, in
                         int64_t padded_m, int64_t i) {
   using B = Tile<T>;
   constexpr int W = B::W;
+  const int64_t tiled = padded_m - scalar_tail<T>(padded_m);
   for (int l0 = 0; l0 < count; l0 += W) {
     const int lanes = std::min(W, count - l0);
+    for (int k = 0; k < lanes; ++k)
+      for (int64_t j = tiled; j < padded_m; ++j)
+        rows[l0 + k][j] = j < inside[l0 + k] ? T(dc[(i * m + j) * kLanes + l0 + k]) : T(0);
     const int64_t common = std::min(*std::min_element(inside + l0, inside + l0 + lanes), padded_m);
-    for (int64_t j0 = 0; j0 < padded_m; j0 += W) {
+    for (int64_t j0 = 0; j0 < tiled; j0 += W) {
       typename B::V r[W];
       const int jn = i < n ? int(std::max<int64_t>(0, std::min<int64_t>(W, m - j0))) : 0;
       const Src* at = dc + (i * m + j0) * kLanes + l0;
