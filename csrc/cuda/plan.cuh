@@ -88,7 +88,7 @@ constexpr size_t block_shared_bytes(bool grad, int T) { return 2 * size_t(T) * (
 // the SM's issue of the T / 32 warps of every block on it, whichever is more:
 //   est = (strip_steps / S ceil(S / nb) + 2 (nb - 1) (kFlagChunk + T))
 //         x max(ins kChain + kStepSync, ceil(pairs nb / SMs) ceil(T / 32) ins / 4).
-// Over Problem::cuda_tape_budget (the full tape of all pairs) the block regimes recompute (see sizes): the
+// Over Problem::cuda_tape_budget (the full tape of all pairs) the block regimes recompute (Plan::recompute): the
 // multi-block regime then takes at most as many blocks as keep their tapes (one strip's each) within a quarter
 // of the budget, per strip height, and recomputing (more than one strip per block) runs each strip's forward
 // once more: kRedo times the estimate (the forward is about half of a cell's instructions).
