@@ -215,6 +215,29 @@ def multi_table(kernels: dict[tuple, Kernel]) -> str:
     return "\n".join(rows)
 
 
+def chosen_plans() -> str:
+    """What choose_plan picks for MULTI_CASES (float32, with a gradient, 132 emulated SMs), read back from the
+    emulated module's workspace_bytes: the (strip, blocks, recompute) layouts of that size (tests/cuda_emulation)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch
+    from cuda_emulation import build  # a test artefact, only for --multi / --tape
+    from cuda_emulation.layouts import layouts_of
+
+    from s2dtw._problem import Layout, Params, Problem, Switches
+
+    module, lines = build.load(), []
+    for (name, n, weak), mib in [(c, mib) for c in MULTI_CASES for mib in (TAPE_BUDGET >> 20, 4096)[:1 + c[2]]]:
+        lengths = torch.full((1,), n, dtype=torch.int64)
+        layout = Layout.batched(argparse.Namespace(shape=(1, n, n)), lengths, lengths)
+        params = Params(gamma=0.1, smoothing=0.1 if weak else None, threshold=0.5 if weak else None)
+        got = module.workspace_bytes("float32", True, Problem(layout, params, Switches(cuda_tape_mib=mib)))
+        grid = 2 * n + 1 if weak else n
+        found = ", ".join(f"strip {t}, {nb} blocks, {'recomputing' if r else 'full tape'}"
+                          for t, nb, r in layouts_of(grid, grid, got))
+        lines.append(f"- {name}, $S2DTW_CUDA_TAPE_MIB={mib}: {found or 'no block layout'} ({got / 2**30:.3f} GiB)")
+    return "\n".join(lines)
+
+
 def fmt_time(s: float) -> str:
     return f"{s * 1e6:.0f} us" if s < 1e-3 else f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -293,6 +316,9 @@ def main() -> None:
     parse_sass(sass.stdout, kernels)
     print(f"PREDICTION (no GPU), sm_90 / H200 model; source {os.path.relpath(args.source, ROOT)}\n")
     print(tape_table(kernels) if args.tape else multi_table(kernels) if args.multi else table(kernels))
+    if args.multi:
+        print("\nchoose_plan's pick (csrc/cuda/plan.cuh), read back from the emulated module's workspace_bytes:\n")
+        print(chosen_plans())
 
 
 if __name__ == "__main__":

@@ -83,19 +83,25 @@ constexpr size_t block_shared_bytes(bool grad, int T) { return 2 * size_t(T) * (
 // per step in the block regime. Work follows the band: only band cells are issued, only
 // band steps run. Each regime's estimate is waves x max(chain latency, the SM's issue).
 // Multi-block (nb blocks per pair, S strips; strip_steps: the steps of all strips): each block
-// runs S / nb strips one after the other, and strip i starts (kFlagChunk + T) steps after strip i - 1
+// runs ceil(S / nb) strips one after the other, and strip i starts (kFlagChunk + T) steps after strip i - 1
 // (its first flag), once in the forward and once in the backward; a step costs the chain's latency or
 // the SM's issue of the T / 32 warps of every block on it, whichever is more:
-//   est = (strip_steps / nb + 2 (nb - 1) (kFlagChunk + T))
+//   est = (strip_steps / S ceil(S / nb) + 2 (nb - 1) (kFlagChunk + T))
 //         x max(ins kChain + kStepSync, ceil(pairs nb / SMs) ceil(T / 32) ins / 4).
-// Recomputing adds one forward per strip, not modelled (it is chosen by the memory budget, not by speed).
+// Over Problem::cuda_tape_budget (the full tape of all pairs) the block regimes recompute (Plan::recompute): the
+// multi-block regime then takes at most as many blocks as keep their tapes (one strip's each) within a quarter
+// of the budget, per strip height, and recomputing (more than one strip per block) runs each strip's forward
+// once more: kRedo times the estimate (the forward is about half of a cell's instructions).
 // Problem::cuda_regime (1 thread, 2 block, 3 multi-block) and cuda_strip override the choice.
 Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, const Device& dev, bool grad, bool f64) {
   if (pb.cuda_strip && (pb.cuda_strip < 32 || pb.cuda_strip > kMaxStrip || pb.cuda_strip % 32 != 0))
     throw std::invalid_argument("s2dtw (cuda): the strip must be a multiple of 32 in [32, 1024]");
   const double ins = f64 ? (grad ? 985.0 : 560.0) : (grad ? 513.0 : 230.0);
-  constexpr double kChain = 3.0, kStepSync = 80.0, kThreadResident = 640.0;
+  constexpr double kChain = 3.0, kStepSync = 80.0, kThreadResident = 640.0, kRedo = 1.5;
   const double np = double(pb.n_pairs), s = double(dev.sms);
+  const double entry = double(f64 ? sizeof(Tape2<double>) : sizeof(Tape2<float>));
+  const double budget = double(std::max<int64_t>(pb.cuda_tape_budget, 0));
+  const bool over = grad && np * double(P) * double(Q) * entry > budget;  // the full tape does not fit
   const int64_t width = band_width(pb, P, Q);
   double band_cells = 0;  // of a padded pair
   for (int64_t p = 0; p < P; ++p) band_cells += double(columns(P, Q, width, p).hi - columns(P, Q, width, p).lo + 1);
@@ -117,14 +123,23 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, const Device& dev, boo
       warp_cells += std::ceil(rows / 32.0) * (double(span) + 31.0);
     }
     const double step_cycles = ins * kChain + kStepSync;
-    const double est = std::ceil(np / (per_sm * s)) * std::max(steps * step_cycles, per_sm * warp_cells * ins / 4.0);
-    if ((!forced || pb.cuda_regime == 2) && (best_est < 0 || est < best_est)) best_est = est, best = Plan{true, T};
+    const bool one_redo = over && P > T;
+    const double est = std::ceil(np / (per_sm * s)) * std::max(steps * step_cycles, per_sm * warp_cells * ins / 4.0) *
+                       (one_redo ? kRedo : 1.0);
+    if ((!forced || pb.cuda_regime == 2) && (best_est < 0 || est < best_est))
+      best_est = est, best = Plan{true, T, 1, one_redo};
     const int64_t S = (P + T - 1) / T;
-    const int64_t nb = std::min<int64_t>(S, dev.resident(T) / std::max<int64_t>(pb.n_pairs, 1));
+    int64_t nb = std::min<int64_t>(S, dev.resident(T) / std::max<int64_t>(pb.n_pairs, 1));
+    if (over && nb > 1)  // the blocks' tapes (one strip's each) within a quarter of the budget
+      nb = std::clamp<int64_t>(int64_t(budget / 4.0 / (np * double(T) * double(Q) * entry)), 1, nb);
     if (forced ? pb.cuda_regime != 3 || nb < 1 : nb < 2) continue;
+    const bool redo = over && P > T * nb;
     const double multi_step = std::max(step_cycles, std::ceil(np * double(nb) / s) * std::ceil(T / 32.0) * ins / 4.0);
-    const double multi_est = (steps / double(nb) + 2.0 * double(nb - 1) * (kFlagChunk + T)) * multi_step;
-    if (best_est < 0 || multi_est < best_est) best_est = multi_est, best = Plan{true, T, int(std::max<int64_t>(nb, 1))};
+    const double multi_steps = steps / double(S) * std::ceil(double(S) / double(nb));  // of a block's strips
+    const double multi_est =
+        (multi_steps + 2.0 * double(nb - 1) * (kFlagChunk + T)) * multi_step * (redo ? kRedo : 1.0);
+    if (best_est < 0 || multi_est < best_est)
+      best_est = multi_est, best = Plan{true, T, int(std::max<int64_t>(nb, 1)), redo};
   }
   if (pb.cuda_regime == 3 && best_est < 0)  // more blocks than the device holds at once could deadlock
     throw std::runtime_error(
@@ -132,16 +147,15 @@ Plan choose_plan(const Problem& pb, int64_t P, int64_t Q, const Device& dev, boo
         "of at most " +
         std::to_string(kMaxMultiStrip) + " rows (" + std::to_string(pb.n_pairs) + " pairs, " +
         std::to_string(dev.resident(pb.cuda_strip ? pb.cuda_strip : 32)) + " blocks fit)");
-  if (forced ? pb.cuda_regime == 1 : thread_est < best_est) best.block_regime = false, best.blocks = 1;
+  if (forced ? pb.cuda_regime == 1 : thread_est < best_est) best = Plan{false, best.strip, 1, false};
   return best;
 }
 
 // The workspace of a call and the plan it is laid out for (workspace_bytes and run agree: the same
-// function of the problem and the device). Recompute-in-backward, block regime only, where it saves
-// anything (more than one strip per block): when the full tape of all pairs would exceed
-// Problem::cuda_tape_budget. Then the tape is one strip's per block, and the scratch also holds
-// the checkpoint rows (Q + 1 doubles for each strip and one more, see BlockPair::row_in); the
-// multi-block regime then takes at most as many blocks as keep their tapes within a quarter of the budget.
+// function of the problem and the device). Recompute-in-backward (Plan::recompute, choose_plan: block regime
+// only, where it saves anything, when the full tape of all pairs would exceed Problem::cuda_tape_budget):
+// the tape is one strip's per block, and the scratch also holds the checkpoint rows (Q + 1 doubles for each
+// strip and one more, see BlockPair::row_in).
 // The multi-block regime always keeps the checkpoint rows (a strip's input row, read by the strip below
 // while the next is written) and, with a gradient, a ring of nb column buffers (4 Q doubles each).
 template <typename Scalar>
@@ -156,13 +170,7 @@ Sizes sizes(const Problem& pb, bool with_grad, const Device& dev) {
   Plan& plan = z.plan;
   plan = choose_plan(pb, z.P, z.Q, dev, with_grad, std::is_same_v<Scalar, double>);
   const size_t np = size_t(pb.n_pairs), entry = sizeof(Tape2<Scalar>);
-  const size_t full_tape = checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), entry);
-  const size_t budget = size_t(std::max<int64_t>(pb.cuda_tape_budget, 0));
-  if (with_grad && plan.block_regime && full_tape > budget && plan.blocks > 1) {
-    const size_t per_block = checked_mul(checked_mul(np, size_t(plan.strip) * size_t(z.Q)), entry);
-    plan.blocks = int(std::clamp<size_t>(budget / 4 / per_block, 1, size_t(plan.blocks)));
-  }
-  plan.recompute = with_grad && plan.block_regime && z.P > int64_t(plan.strip) * plan.blocks && full_tape > budget;
+  checked_mul(checked_mul(np, checked_mul(size_t(z.P), size_t(z.Q))), entry);  // the full tape's bytes fit size_t
   z.tape_per_pair = plan.recompute ? int64_t(plan.blocks) * plan.strip * z.Q : z.P * z.Q;
   if (with_grad) z.tape_bytes = align_up(checked_mul(checked_mul(np, size_t(z.tape_per_pair)), entry));
   // Regime-independent: thread regime needs Q + 1 (forward) / 2 Q + 2 padded_m

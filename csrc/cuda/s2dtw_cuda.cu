@@ -66,16 +66,16 @@ void launch(const Problem& pb, const Consts& k, const Sizes& z, const Scalar* co
     const size_t smem = block_shared_bytes(kGrad, T);
     auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T, plan.blocks > 1);
     allow_shared(kernel, smem);
-    const BlockSpace<Scalar> ws{
-        scratch,       z.scratch_per_pair, tape,  z.tape_per_pair,
-        z.ckpt_offset, z.ring_offset,      flags, int64_t(z.flags_bytes ? 2 * ((z.P + T - 1) / T) : 0),
-        plan.blocks,   plan.recompute};
+    const int64_t flags_stride = z.flags_bytes ? 2 * ((z.P + T - 1) / T) : 0;
     const unsigned blocks = unsigned(pb.n_pairs * plan.blocks);
     if (plan.blocks == 1) {
-      S2DTW_LAUNCH(kernel, blocks, T, smem, stream, pb, k, cost, value, grad, ws);
+      S2DTW_LAUNCH(kernel, blocks, T, smem, stream, pb, k, cost, value, grad, scratch, z.scratch_per_pair, tape,
+                   z.tape_per_pair, z.ckpt_offset, z.ring_offset, flags, flags_stride, plan.blocks, plan.recompute);
     } else {  // the flags start at 0; a cooperative launch fails rather than leave a block waiting for a slot
       check(cudaMemsetAsync(flags, 0, z.flags_bytes, stream), "cudaMemsetAsync(progress flags)");
-      check(S2DTW_LAUNCH_RESIDENT(kernel, blocks, T, smem, stream, pb, k, cost, value, grad, ws),
+      check(S2DTW_LAUNCH_RESIDENT(kernel, blocks, T, smem, stream, pb, k, cost, value, grad, scratch,
+                                  z.scratch_per_pair, tape, z.tape_per_pair, z.ckpt_offset, z.ring_offset, flags,
+                                  flags_stride, plan.blocks, plan.recompute),
             "launching block_kernel (cooperative)");
     }
     check(cudaGetLastError(), "launching block_kernel");
