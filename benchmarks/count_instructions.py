@@ -47,12 +47,12 @@ class Lengths:
 
 lengths = Lengths(np.full(batch, n, dtype=np.int64))
 layout = types.SimpleNamespace(pair_n=lengths, pair_m=lengths, n_pairs=batch, pairs_per_x=1, padded_n=n, padded_m=n,
-                               stride_x=n * n, stride_y=0, stride_i=n, stride_j=1)
+                               stride_x=n * n, stride_y=0, stride_i=n, stride_j=1, slots=None)
 params = types.SimpleNamespace(gamma=0.1, smoothing=0.1 if s2 else None, threshold=0.5 if s2 else None,
                                bandwidth=None, open_begin=False, open_end=False)
 levels = ("scalar", "avx2", "avx512")
 max_simd = levels.index(os.environ.get("S2DTW_SIMD") or "avx512")
-switches = types.SimpleNamespace(max_simd=max_simd, cuda_regime=0, cuda_strip=0)
+switches = types.SimpleNamespace(max_simd=max_simd, cuda_regime=0, cuda_strip=0, cuda_tape_mib=0)
 problem = types.SimpleNamespace(layout=layout, params=params, switches=switches)
 cost = np.random.default_rng(0).random((batch, n, n))
 for _ in range(calls):
