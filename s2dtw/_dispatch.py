@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ._problem import BACKENDS, SIMD_NAMES, Layout, Problem, Switches, read_switches
+from ._validation import compiling
 
 _CPU_BACKENDS = ("cpp", "numba", "numpy")
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
@@ -138,6 +139,46 @@ def _warn_single_threaded() -> None:
         RuntimeWarning,
         stacklevel=2,
     )
+
+
+def plain(t: torch.Tensor) -> bool:
+    """Whether `t` is a plain tensor in an eager call: not traced (torch.compile / torch.export), under no dispatch
+    mode (FakeTensorMode, ...) and of no tensor subclass, whose data pointers are not theirs to hand out."""
+    return (not compiling() and torch._C._len_torch_dispatch_stack() == 0
+            and not torch._C._dispatch_keys(t).has(torch._C.DispatchKey.Python))
+
+
+def _plain_cpu(t: torch.Tensor) -> bool:
+    """Whether the C++ module may read `t` by its data pointer: a plain, contiguous float32 / float64 CPU tensor."""
+    return t.device.type == "cpu" and t.dtype in _DTYPE_NAMES and t.is_contiguous() and plain(t)
+
+
+def all_finite(t: torch.Tensor) -> bool | None:
+    """Whether every value of `t` is finite, by one C++ pass on the kernels' threads; None when the C++ module
+    cannot read `t` (_plain_cpu) or is not available (the caller then asks torch). Issue #14: torch's
+    aminmax is a parallel op of its own, whose threads wait for preempted ones beside a busy process."""
+    module = _load("cpp") if _plain_cpu(t) else None
+    if module is None:
+        return None
+    return module.all_finite(_DTYPE_NAMES[t.dtype], t.data_ptr(), t.numel(), torch.get_num_threads())
+
+
+def scale_grad(layout: Layout, grad: torch.Tensor, grad_value: torch.Tensor) -> torch.Tensor:
+    """layout.scale_grad(grad, grad_value), bit for bit, by one C++ pass on the kernels' threads where the C++
+    module can read both tensors (else by torch's ops)."""
+    module = _load("cpp") if _plain_cpu(grad) else None
+    regions = layout.regions(grad.numel())
+    region_size = layout.padded_n * layout.padded_m
+    if (module is None or grad_value.dim() != 1 or grad_value.dtype != grad.dtype or grad_value.device != grad.device
+            or regions * region_size != grad.numel() or regions % layout.pairs_per_x):
+        return layout.scale_grad(grad, grad_value)
+    factor = layout.region_factors(grad.numel(), grad_value)
+    if factor.numel() != regions or not plain(factor):
+        return layout.scale_grad(grad, grad_value)
+    out = torch.empty_like(grad)
+    module.scale_grad(_DTYPE_NAMES[grad.dtype], grad.data_ptr(), factor.data_ptr(), factor.stride(0), out.data_ptr(),
+                      regions, layout.padded_n, layout.pairs_per_x, layout.padded_m, torch.get_num_threads())
+    return out
 
 
 def _run_cpp(cost: torch.Tensor, value: torch.Tensor, grad: torch.Tensor | None, problem: Problem) -> None:

@@ -21,7 +21,6 @@ import torch
 
 from . import _dispatch
 from ._problem import Layout, Params, Problem
-from ._validation import compiling
 
 
 def _needs_grad(cost: torch.Tensor) -> bool:
@@ -101,7 +100,7 @@ class _SecondOrder(torch.autograd.Function):
     def forward(ctx, upstream: torch.Tensor, grad: torch.Tensor, grad_value: torch.Tensor, cost: torch.Tensor,
                 layout: Layout, params: Params, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
         product = hvp_op(cost, upstream, *_to_op(layout, params), backend, layout.slots)
-        return layout.scale_grad(product, grad_value), _pair_sums(layout, upstream * grad)
+        return _dispatch.scale_grad(layout, product, grad_value), _pair_sums(layout, upstream * grad)
 
     @staticmethod
     def backward(ctx, *_):
@@ -119,7 +118,7 @@ class _ScaledGrad(torch.autograd.Function):
                 params: Params, backend: str) -> torch.Tensor:
         ctx.save_for_backward(grad, grad_value, cost)
         ctx.layout, ctx.params, ctx.backend = layout, params, backend
-        return layout.scale_grad(grad, grad_value)
+        return _dispatch.scale_grad(layout, grad, grad_value)
 
     @staticmethod
     def backward(ctx, upstream: torch.Tensor):
@@ -181,8 +180,7 @@ def _eager(cost: torch.Tensor) -> bool:
     torch.func transforms, forward-mode AD and torch.jit.trace are refused before this, by
     _validation._check_transforms.
     """
-    return (not compiling() and torch._C._len_torch_dispatch_stack() == 0
-            and not torch._C._dispatch_keys(cost).has(torch._C.DispatchKey.Python))
+    return _dispatch.plain(cost)
 
 
 def align(cost: torch.Tensor, layout: Layout, params: Params, backend: str | None) -> torch.Tensor:

@@ -185,13 +185,19 @@ class Layout:
         Both layouts are regions of (rows of x) x (pairs_per_x) x (columns of y). With slots, each slot's
         factor is its pair's, 0 for a slot no pair holds (its region of grad is 0 too).
         """
-        if self.slots is not None:
-            regions = grad.numel() // (self.padded_n * self.padded_m)
-            grad_value = grad_value.new_zeros(regions).index_copy(0, self.slots, grad_value)
+        grad_value = self.region_factors(grad.numel(), grad_value)
         if grad.dim() == 3 and self.pairs_per_x == 1:  # a (B, N, M) batch: a plain broadcast, no 4-d view
             return grad * grad_value.reshape(-1, 1, 1)
         regions = grad.reshape(-1, self.padded_n, self.pairs_per_x, self.padded_m)
         return (regions * grad_value.reshape(-1, 1, self.pairs_per_x, 1)).reshape(grad.shape)
+
+
+    def region_factors(self, numel: int, grad_value: torch.Tensor) -> torch.Tensor:
+        """d loss / d value (n_pairs,) as one factor per region of a buffer of `numel` elements (scale_grad):
+        itself without slots, else each slot's pair's, 0 for a slot no pair holds."""
+        if self.slots is None:
+            return grad_value
+        return grad_value.new_zeros(self.regions(numel)).index_copy(0, self.slots, grad_value)
 
 
 def check_length_range(name: str, lengths: torch.Tensor, padded: int) -> None:

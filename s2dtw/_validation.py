@@ -150,10 +150,17 @@ def _check_finite(name: str, t: torch.Tensor) -> None:
     # NaN or inf would otherwise come back as a silently wrong value or gradient. Raising
     # needs the answer on the host: a GPU tensor would synchronise, and torch.compile
     # cannot trace the branch. Those get poison_non_finite instead (docs/semantics.md).
+    # On the CPU the C++ module's pass (_dispatch.all_finite) where it can read the tensor: torch's ops would
+    # add their own parallel regions around the kernel's (issue #14).
     if t.is_cuda or compiling():
         return
-    low, high = torch.aminmax(t.detach())  # one pass, no mask tensor; NaN propagates into both
-    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+    from . import _dispatch  # here: _dispatch imports this module
+
+    finite = _dispatch.all_finite(t.detach())
+    if finite is None:
+        low, high = torch.aminmax(t.detach())  # one pass, no mask tensor; NaN propagates into both
+        finite = bool(torch.isfinite(low) & torch.isfinite(high))
+    if not finite:
         raise ValueError(f"{name} contains NaN or inf")
 
 

@@ -38,6 +38,33 @@ void hvp(const std::string& dtype, uintptr_t cost, uintptr_t direction, uintptr_
                     reinterpret_cast<float*>(out), num_threads);
 }
 
+// Whether all n values at x are finite (the input check of s2dtw/_validation.py).
+bool all_finite(const std::string& dtype, uintptr_t x, int64_t n, int num_threads) {
+  s2dtw::bindings::check(n >= 0, "n must be >= 0");
+  const bool f64 = is_float64(dtype);
+  py::gil_scoped_release no_gil;
+  return f64 ? s2dtw::cpu::all_finite(reinterpret_cast<const double*>(x), n, num_threads)
+             : s2dtw::cpu::all_finite(reinterpret_cast<const float*>(x), n, num_threads);
+}
+
+// out = grad * factor[region] (s2dtw/_problem.py, Layout.scale_grad) over `regions` regions.
+void scale_grad(const std::string& dtype, uintptr_t grad, uintptr_t factor, int64_t factor_stride, uintptr_t out,
+                int64_t regions, int64_t padded_n, int64_t pairs_per_x, int64_t padded_m, int num_threads) {
+  s2dtw::bindings::check(regions >= 0 && padded_n >= 1 && padded_m >= 1 && pairs_per_x >= 1 &&
+                             regions % pairs_per_x == 0 && factor_stride >= 0,
+                         "scale_grad's regions");
+  const bool f64 = is_float64(dtype);
+  py::gil_scoped_release no_gil;
+  if (f64)
+    s2dtw::cpu::scale_regions(reinterpret_cast<const double*>(grad), reinterpret_cast<const double*>(factor),
+                              factor_stride, reinterpret_cast<double*>(out), regions, padded_n, pairs_per_x, padded_m,
+                              num_threads);
+  else
+    s2dtw::cpu::scale_regions(reinterpret_cast<const float*>(grad), reinterpret_cast<const float*>(factor),
+                              factor_stride, reinterpret_cast<float*>(out), regions, padded_n, pairs_per_x, padded_m,
+                              num_threads);
+}
+
 size_t hvp_workspace_bytes(const std::string& dtype, int num_threads, const py::handle& problem) {
   const s2dtw::Problem pb = problem_from(problem);
   return is_float64(dtype) ? s2dtw::cpu::hvp_workspace_bytes<double>(pb, num_threads)
@@ -79,6 +106,13 @@ PYBIND11_MODULE(_cpu, m) {
         "cost); releases the GIL.",
         py::arg("dtype"), py::arg("cost"), py::arg("direction"), py::arg("out"), py::arg("num_threads"),
         py::arg("problem"));
+  m.def("all_finite", &all_finite, "Whether all n values at x are finite; releases the GIL.", py::arg("dtype"),
+        py::arg("x"), py::arg("n"), py::arg("num_threads"));
+  m.def("scale_grad", &scale_grad,
+        "out = grad * factor[region * factor_stride] over regions of padded_n x (pairs_per_x x padded_m); releases "
+        "the GIL.",
+        py::arg("dtype"), py::arg("grad"), py::arg("factor"), py::arg("factor_stride"), py::arg("out"),
+        py::arg("regions"), py::arg("padded_n"), py::arg("pairs_per_x"), py::arg("padded_m"), py::arg("num_threads"));
   m.def("hvp_workspace_bytes", &hvp_workspace_bytes,
         "Bytes of workspace hvp allocates for this problem on num_threads threads (freed when it returns).",
         py::arg("dtype"), py::arg("num_threads"), py::arg("problem"));

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -237,6 +239,62 @@ void run(const Problem& pb, const Scalar* cost, Scalar* value, Scalar* grad, int
   run_kernel(pb, cost, value, grad, forked_child ? 1 : core_share.threads(num_threads));
 }
 
+namespace {
+
+// Threads for an elementwise pass over n values: the kernels' decision, and none beyond one per
+// kMinPerThread values (torch's own grain size: a smaller pass costs less than waking a thread).
+int pass_threads(int requested, int64_t n) {
+  constexpr int64_t kMinPerThread = 32768;
+  const int allowed = forked_child ? 1 : core_share.threads(requested);
+  return useful_threads(allowed, n / kMinPerThread);
+}
+
+// The exponent bits of a float32 / float64: all set for inf and NaN only (std::isfinite, branch-free
+// on the bits so that the loop vectorises).
+template <typename Scalar>
+struct ExponentBits;
+template <>
+struct ExponentBits<float> {
+  using Bits = uint32_t;
+  static constexpr Bits mask = 0x7f800000u;
+};
+template <>
+struct ExponentBits<double> {
+  using Bits = uint64_t;
+  static constexpr Bits mask = 0x7ff0000000000000ull;
+};
+
+}  // namespace
+
+template <typename Scalar>
+bool all_finite(const Scalar* x, int64_t n, int num_threads) {
+  using Bits = typename ExponentBits<Scalar>::Bits;
+  constexpr Bits mask = ExponentBits<Scalar>::mask;
+  int bad = 0;
+#pragma omp parallel for num_threads(pass_threads(num_threads, n)) schedule(static) reduction(| : bad)
+  for (int64_t k = 0; k < n; ++k) {
+    Bits bits;
+    std::memcpy(&bits, x + k, sizeof(bits));
+    bad |= int((bits & mask) == mask);
+  }
+  return !bad;
+}
+
+template <typename Scalar>
+void scale_regions(const Scalar* grad, const Scalar* factor, int64_t factor_stride, Scalar* out, int64_t regions,
+                   int64_t padded_n, int64_t pairs_per_x, int64_t padded_m, int num_threads) {
+  // Runs of one factor each: a whole region when regions are not side by side, else a region's row.
+  const int64_t run = pairs_per_x == 1 ? padded_n * padded_m : padded_m, runs = regions * padded_n * padded_m / run;
+#pragma omp parallel for num_threads(pass_threads(num_threads, runs* run)) schedule(static)
+  for (int64_t k = 0; k < runs; ++k) {
+    const int64_t region = pairs_per_x == 1 ? k : k / (pairs_per_x * padded_n) * pairs_per_x + k % pairs_per_x;
+    const Scalar f = factor[region * factor_stride];
+    const Scalar* __restrict in = grad + k * run;
+    Scalar* __restrict to = out + k * run;
+    for (int64_t j = 0; j < run; ++j) to[j] = in[j] * f;
+  }
+}
+
 int64_t cached_workspace_bytes() { return kept_workspace_bytes; }
 
 template <typename T>
@@ -261,5 +319,11 @@ template bool check_math<float>(SimdLevel, const float*, float*, float*, int64_t
 template bool check_math<double>(SimdLevel, const double*, double*, double*, int64_t);
 template void run<float>(const Problem&, const float*, float*, float*, int);
 template void run<double>(const Problem&, const double*, double*, double*, int);
+template bool all_finite<float>(const float*, int64_t, int);
+template bool all_finite<double>(const double*, int64_t, int);
+template void scale_regions<float>(const float*, const float*, int64_t, float*, int64_t, int64_t, int64_t, int64_t,
+                                   int);
+template void scale_regions<double>(const double*, const double*, int64_t, double*, int64_t, int64_t, int64_t, int64_t,
+                                    int);
 
 }  // namespace s2dtw::cpu

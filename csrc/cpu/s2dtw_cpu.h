@@ -31,6 +31,17 @@ bool has_openmp();
 void check_pair_lengths(const Problem& pb);
 bool in_forked_child();
 
+// The operations of a call around its kernel, on the kernels' threads (the same CoreShare decision):
+// whether all n values at x are finite (the input check), and out = grad * factor[region] (the backward's
+// scaling by d loss / d value) over `regions` regions of padded_n x (pairs_per_x x padded_m), region
+// r * pairs_per_x + s holding rows i of columns s * padded_m .. (s + 1) * padded_m - 1 of row block r;
+// factor read with a stride (an expanded upstream gradient has stride 0).
+template <typename Scalar>
+bool all_finite(const Scalar* x, int64_t n, int num_threads);
+template <typename Scalar>
+void scale_regions(const Scalar* grad, const Scalar* factor, int64_t factor_stride, Scalar* out, int64_t regions,
+                   int64_t padded_n, int64_t pairs_per_x, int64_t padded_m, int num_threads);
+
 // Bytes the kernels keep cached between calls, in all (at most 256 MiB once calls return).
 int64_t cached_workspace_bytes();
 
