@@ -90,7 +90,7 @@ struct DiagonalWalk {
   }
 
   // Where diagonal d of the strip from row r0 is in c_strip and e_strip: skewed, a
-  // ring of kSkewDiags diagonals (skew_cost, unskew_block); else the strip's own.
+  // ring of kSkewDiags diagonals (move_block); else the strip's own.
   int64_t e_slot(int64_t d, int64_t r0) const { return skewed ? (d - r0) % kSkewDiags : d - r0; }
 
   // The grid cells of slots [s, s + kLanes) of diagonal d (the null cost off the cost cells).
@@ -165,7 +165,8 @@ struct DiagonalWalk {
         prev1[r0] = q < Q ? above[q + 1] : kInf;
         prev2[r0] = q - 1 < Q ? above[q] : kInf;
       }
-      if (skewed && (d - r0) % kSkewDiags == 0) skew_cost(src, pb.stride_i, pb.stride_j, g.m, H, r0, r1, d, c_strip);
+      if (skewed && (d - r0) % kSkewDiags == 0)
+        move_block<true, Scalar>(src, pb.stride_i, pb.stride_j, g.m, H, r0, r1, d, c_strip);
       const Diagonal dg = diagonal(P, Q, g.width, d);
       const int64_t first = std::max(dg.lo, r0), last = std::min(dg.hi, r1 - 1);
       if (first <= last)
@@ -253,7 +254,7 @@ struct DiagonalWalk {
         e_strip[e_slot(d, r0) * H + (P - 1 - r0)] = Scalar(cur[P]);
       }
       if (skewed && (d - r0) % kSkewDiags == 0)
-        unskew_block(e_strip, H, r0, std::min(r1, g.n), d, g.m, out, pb.stride_i, pb.stride_j);
+        move_block<false, Scalar>(out, pb.stride_i, pb.stride_j, g.m, H, r0, std::min(r1, g.n), d, e_strip);
       if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = 0.0;
       if (dg.hi + 1 >= r0 && dg.hi + 1 < r1) cur[dg.hi + 2] = 0.0;
       if (erow_up && r0 >= dg.lo && r0 <= dg.hi) erow_up[d - r0] = cur[r0 + 1];

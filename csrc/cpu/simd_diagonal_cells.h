@@ -166,14 +166,15 @@ inline CellIndex cell_index(bool weak, int64_t top, const NativeI* iota_i, int64
   return r;
 }
 
-// Diagonals [c0, c0 + kSkewDiags) of the cost of strip rows [r0, r1) (m columns,
-// strides si, sj) by diagonal, as E is kept: ring[(c - c0) * H + (i - r0)] =
-// cost[i][c - i]; c0 - r0 is a multiple of kSkewDiags. Contiguous rows go W at a
-// time: row t's W columns from c - ib - t, transposed, are W slots of diagonals
-// c .. c + W - 1 (the mirror of unskew_tiles).
-template <typename Scalar>
-void skew_cost(const Scalar* src, int64_t si, int64_t sj, int64_t m, int64_t H, int64_t r0, int64_t r1, int64_t c0,
-               Scalar* ring) {
+// Diagonals [c0, c0 + kSkewDiags) of strip rows [r0, r1) between a row-major matrix
+// (m columns, strides si, sj) and a ring by diagonal, as E is kept:
+// ring[(c - c0) * H + (i - r0)] is mat[i][c - i]; c0 - r0 is a multiple of kSkewDiags.
+// Skew (ToRing: the cost, just before the forward's block) or unskew (E into the
+// gradient, as soon as the backward's block is done). Contiguous rows go W at a time:
+// row t's W columns from c - ib - t, transposed, are W slots of diagonals c .. c + W - 1.
+template <bool ToRing, typename Scalar>
+void move_block(std::conditional_t<ToRing, const Scalar*, Scalar*> mat, int64_t si, int64_t sj, int64_t m, int64_t H,
+                int64_t r0, int64_t r1, int64_t c0, std::conditional_t<ToRing, Scalar*, const Scalar*> ring) {
   int64_t i_first = r0;
   using B = Tile<Scalar>;
   constexpr int W = B::W;
@@ -184,49 +185,26 @@ void skew_cost(const Scalar* src, int64_t si, int64_t sj, int64_t m, int64_t H, 
       const int64_t ib = i_first, c_end = std::min(ib + W - 1 + m - 1, c1 - 1);
       for (int64_t c = std::max(ib, c0); c <= c_end; c += W) {
         typename B::V r[W];
-        for (int t = 0; t < W; ++t) {
-          const int64_t j = c - ib - t;  // the column of row ib + t on diagonal c
-          const Scalar* row = src + (ib + t) * si;
-          r[t] = j >= 0 && j + W <= m ? B::load(row + j) : load_range(row + j, -j, m - j);
+        const auto at = ring + (c - c0) * H + (ib - r0);
+        if constexpr (ToRing) {
+          for (int t = 0; t < W; ++t) {
+            const int64_t j = c - ib - t;  // the column of row ib + t on diagonal c
+            const Scalar* row = mat + (ib + t) * si;
+            r[t] = j >= 0 && j + W <= m ? B::load(row + j) : load_range(row + j, -j, m - j);
+          }
+        } else {
+          for (int u = 0; u < W; ++u) r[u] = B::load(at + u * H);
         }
         B::transpose(r);
-        for (int u = 0; u < W && c + u <= c_end; ++u) B::store(ring + (c + u - c0) * H + (ib - r0), r[u]);
-      }
-    }
-  for (int64_t i0 = i_first; i0 < r1; i0 += kSkewRows) {
-    const int64_t rows = std::min(kSkewRows, r1 - i0);
-    for (int64_t c = std::max(i0, c0); c < std::min(i0 + rows - 1 + m, c1); ++c) {
-      const int64_t k_lo = std::max<int64_t>(0, c - i0 - (m - 1)), k_hi = std::min(rows - 1, c - i0);
-      Scalar* dst = ring + (c - c0) * H + (i0 - r0);
-      const Scalar* from = src + i0 * si + (c - i0) * sj;
-      for (int64_t k = k_lo; k <= k_hi; ++k) dst[k] = from[k * (si - sj)];
-    }
-  }
-}
-
-// The mirror of skew_cost: E of diagonals [c0, c0 + kSkewDiags) of strip rows
-// [r0, r1) from the ring into the gradient (m columns, strides si, sj), run by the
-// backward as soon as a block is done, while its E is in L1.
-template <typename Scalar>
-void unskew_block(const Scalar* ring, int64_t H, int64_t r0, int64_t r1, int64_t c0, int64_t m, Scalar* dst, int64_t si,
-                  int64_t sj) {
-  int64_t i_first = r0;
-  using B = Tile<Scalar>;
-  constexpr int W = B::W;
-  const int64_t c1 = c0 + kSkewDiags;
-  if (sj == 1)
-    for (; i_first + W <= r1; i_first += W) {
-      const int64_t ib = i_first, c_end = std::min(ib + W - 1 + m - 1, c1 - 1);
-      for (int64_t c = std::max(ib, c0); c <= c_end; c += W) {
-        typename B::V r[W];
-        const Scalar* from = ring + (c - c0) * H + (ib - r0);
-        for (int u = 0; u < W; ++u) r[u] = B::load(from + u * H);
-        B::transpose(r);
-        for (int t = 0; t < W; ++t) {
-          const int64_t j = c - ib - t;  // the column of row ib + t on diagonal c
-          Scalar* at = dst + (ib + t) * si + j;
-          if (j >= 0 && j + W <= m) B::store(at, r[t]);
-          else if (j + W > 0 && j < m) store_range(at, -j, m - j, r[t]);
+        if constexpr (ToRing) {
+          for (int u = 0; u < W && c + u <= c_end; ++u) B::store(at + u * H, r[u]);
+        } else {
+          for (int t = 0; t < W; ++t) {
+            const int64_t j = c - ib - t;
+            Scalar* row = mat + (ib + t) * si;
+            if (j >= 0 && j + W <= m) B::store(row + j, r[t]);
+            else if (j + W > 0 && j < m) store_range(row + j, -j, m - j, r[t]);
+          }
         }
       }
     }
@@ -234,9 +212,11 @@ void unskew_block(const Scalar* ring, int64_t H, int64_t r0, int64_t r1, int64_t
     const int64_t rows = std::min(kSkewRows, r1 - i0);
     for (int64_t c = std::max(i0, c0); c < std::min(i0 + rows - 1 + m, c1); ++c) {
       const int64_t k_lo = std::max<int64_t>(0, c - i0 - (m - 1)), k_hi = std::min(rows - 1, c - i0);
-      const Scalar* from = ring + (c - c0) * H + (i0 - r0);
-      Scalar* to = dst + i0 * si + (c - i0) * sj;
-      for (int64_t k = k_lo; k <= k_hi; ++k) to[k * (si - sj)] = from[k];
+      const auto at = ring + (c - c0) * H + (i0 - r0);
+      const auto cell = mat + i0 * si + (c - i0) * sj;
+      for (int64_t k = k_lo; k <= k_hi; ++k)
+        if constexpr (ToRing) at[k] = cell[k * (si - sj)];
+        else cell[k * (si - sj)] = at[k];
     }
   }
 }
