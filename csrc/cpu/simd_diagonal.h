@@ -39,8 +39,9 @@ struct DiagonalWalk {
   const Scalar* const src;  // the pair's cost
   Scalar* const out;        // the pair's gradient (null: no gradient)
   double* buf[3];           // this thread's three anti-diagonals of R or E, by slot
-  // Without smoothing, weak alignment or a band, each strip first copies its rows of
-  // the cost by diagonal (as E): contiguous loads instead of vector gathers.
+  // Without smoothing, weak alignment or a band, a strip copies its rows of the cost
+  // by diagonal (as E), a block of kSkewDiags diagonals at a time: contiguous loads
+  // instead of vector gathers.
   const bool skewed;
   Scalar* const c_strip;
   Scalar* const e_strip;  // E of this thread's strip, by diagonal
