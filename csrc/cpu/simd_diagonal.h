@@ -39,8 +39,9 @@ struct DiagonalWalk {
   const Scalar* const src;  // the pair's cost
   Scalar* const out;        // the pair's gradient (null: no gradient)
   double* buf[3];           // this thread's three anti-diagonals of R or E, by slot
-  // Without smoothing, weak alignment or a band, each strip first copies its rows of
-  // the cost by diagonal (as E): contiguous loads instead of vector gathers.
+  // Without smoothing, weak alignment or a band, a strip copies its rows of the cost
+  // by diagonal (as E), a block of kSkewDiags diagonals at a time: contiguous loads
+  // instead of vector gathers.
   const bool skewed;
   Scalar* const c_strip;
   Scalar* const e_strip;  // E of this thread's strip, by diagonal
@@ -63,7 +64,7 @@ struct DiagonalWalk {
         src(cost + pair_offset(pb, b)),
         out(grad ? grad + pair_offset(pb, b) : nullptr),
         skewed(!pb.smooth && !pb.weak && !pb.banded),
-        c_strip(skewed ? ws.c_strip.data() + tid * ws.e_strip_size(g.P, g.Q, threads) : nullptr),
+        c_strip(skewed ? ws.c_strip.data() + tid * ws.c_ring_size(g.P, threads) : nullptr),
         e_strip(grad ? ws.e_strip.data() + tid * ws.e_strip_size(g.P, g.Q, threads) : nullptr),
         cost_offsets(pb.stride_i, pb.stride_j),
         d_offsets(g.m, 1) {
@@ -89,10 +90,14 @@ struct DiagonalWalk {
     wait_until([&] { return done(seen = ws.progress[strip].d.load(std::memory_order_acquire)); });
   }
 
+  // Where diagonal d of the strip from row r0 is in c_strip and e_strip: skewed, a
+  // ring of kSkewDiags diagonals (move_block); else the strip's own.
+  int64_t e_slot(int64_t d, int64_t r0) const { return skewed ? (d - r0) % kSkewDiags : d - r0; }
+
   // The grid cells of slots [s, s + kLanes) of diagonal d (the null cost off the cost cells).
   Vec load_cells(int64_t d, const Diagonal& dg, int64_t s) const {
     Vec r;
-    if (skewed) return Vec::load(c_strip + (d - c_r0) * H + (s - 1 - c_r0));
+    if (skewed) return Vec::load(c_strip + e_slot(d, c_r0) * H + (s - 1 - c_r0));
     const NativeD null_cost = NativeD{} + pb.threshold;
     if (pb.smooth) {
       const CellIndex ci = cell_index(pb.weak, g.top, iota_i, d, dg, s, d_offsets);
@@ -146,10 +151,7 @@ struct DiagonalWalk {
     Scalar* tape_b = out ? ws.tape_up.data() : nullptr;
     const Vec gamma = Vec::splat(pb.gamma), inv_gamma = Vec::splat(1.0 / pb.gamma), inf = Vec::splat(kInf);
     for (double* bb : buf) std::fill(bb + r0, bb + r0 + H + 2, kInf);
-    if (skewed) {
-      skew_cost(src, pb.stride_i, pb.stride_j, g.m, H, r0, r1, c_strip);
-      c_r0 = r0;
-    }
+    c_r0 = r0;
     int64_t seen = -1;
     for (int64_t d = r0; d <= r1 - 1 + Q - 1; ++d) {
       double* prev2 = buf[d % 3];
@@ -164,6 +166,8 @@ struct DiagonalWalk {
         prev1[r0] = q < Q ? above[q + 1] : kInf;
         prev2[r0] = q - 1 < Q ? above[q] : kInf;
       }
+      if (skewed && (d - r0) % kSkewDiags == 0)
+        move_block<true, Scalar>(src, pb.stride_i, pb.stride_j, g.m, H, r0, r1, d, c_strip);
       const Diagonal dg = diagonal(P, Q, g.width, d);
       const int64_t first = std::max(dg.lo, r0), last = std::min(dg.hi, r1 - 1);
       if (first <= last)
@@ -244,20 +248,28 @@ struct DiagonalWalk {
           if (a2) e = e + Vec::load(next2 + s + 1) * Vec::load(a2 + s + 1);
           e = select(inside_mask(iota, dg, s), e, zero);
           e.store(cur + s);
-          e.store(e_strip + (d - r0) * H + (s - 1 - r0));
+          e.store(e_strip + e_slot(d, r0) * H + (s - 1 - r0));
         }
       if (r1 == P && P - 1 >= dg.lo && P - 1 <= dg.hi) {  // the last row's cell: + its seed
         cur[P] += ws.seed[d - (P - 1)];
-        e_strip[(d - r0) * H + (P - 1 - r0)] = Scalar(cur[P]);
+        e_strip[e_slot(d, r0) * H + (P - 1 - r0)] = Scalar(cur[P]);
       }
+      if (skewed && (d - r0) % kSkewDiags == 0)
+        move_block<false, Scalar>(out, pb.stride_i, pb.stride_j, g.m, H, r0, std::min(r1, g.n), d, e_strip);
       if (dg.lo - 1 >= r0 && dg.lo - 1 < r1) cur[dg.lo] = 0.0;
       if (dg.hi + 1 >= r0 && dg.hi + 1 < r1) cur[dg.hi + 2] = 0.0;
       if (erow_up && r0 >= dg.lo && r0 <= dg.hi) erow_up[d - r0] = cur[r0 + 1];
       ws.progress[k].d.store(d, std::memory_order_release);
     }
     ws.progress[k].d.store(INT64_MIN, std::memory_order_release);
-    if (pb.smooth) unskew(pb, g, e_strip, H, ws.g.data(), g.m, int64_t(1), g.m, r0, r1);
-    else unskew(pb, g, e_strip, H, out, pb.stride_i, pb.stride_j, pb.padded_m, r0, r1);
+    if (skewed) {  // (the blocks wrote columns < m)
+      for (int64_t i = r0; i < std::min(r1, g.n); ++i)
+        for (int64_t j = g.m; j < pb.padded_m; ++j) out[i * pb.stride_i + j * pb.stride_j] = Scalar(0);
+    } else if (pb.smooth) {
+      unskew(pb, g, e_strip, H, ws.g.data(), g.m, int64_t(1), g.m, r0, r1);
+    } else {
+      unskew(pb, g, e_strip, H, out, pb.stride_i, pb.stride_j, pb.padded_m, r0, r1);
+    }
   }
 
   // Through the smoothing into the gradient: row i of dC collects G of rows i and

@@ -56,14 +56,22 @@ inline int64_t strip_rows(int64_t P, int threads) {
 // Rows per group in unskew and in the skew's scalar part.
 constexpr int64_t kSkewRows = 16;
 
+// Diagonals per block of a strip's skewed cost and E (no smoothing, weak alignment or
+// band): the forward skews a block just before its diagonals, the backward unskews one
+// as soon as it is done, through a ring of one block that stays in L2 (a whole strip
+// by diagonal, H x (H + Q), is megabytes on a large grid: out to L3 and back). 256:
+// each row's run of a block is 1-2 KiB, long enough for the prefetchers (64 and 128
+// measured slower; benchmarks/results/cpu_profile_2026-12-02_skew.md).
+constexpr int64_t kSkewDiags = 256;
+
 // One pair's buffers: smoothed cost D and d value / d D (n x m, row-major); per
 // thread, three anti-diagonals of R (forward) or E (backward) indexed by slot; per
 // strip, the boundary row it shares with its neighbour and its progress; the tape
 // (weights of the (diagonal, up) predecessors) by diagonal slot, diagonal d's
-// segment covering slots [lo - kLanes, hi + 2 + kLanes); per thread, E (and the cost,
-// when skewed) of the strip it is on, by diagonal. The threads sharing a pair take its
-// pieces of work (strips, chunks of rows of the smoothing) from work counters, and
-// meet at the barrier between the phases (set-up, forward, backward, gradient).
+// segment covering slots [lo - kLanes, hi + 2 + kLanes); per thread, E of the strip it
+// is on, by diagonal (when skewed, E and the cost in rings of kSkewDiags diagonals). The threads sharing a pair take
+// its pieces of work (strips, chunks of rows of the smoothing) from work counters, and meet at the barrier between the
+// phases (set-up, forward, backward, gradient).
 enum Phase { kSmoothCost, kForward, kBackward, kSmoothGrad, kPhases };
 template <typename Scalar>
 struct DiagonalWorkspace {
@@ -83,6 +91,8 @@ struct DiagonalWorkspace {
     const int64_t H = strip_rows(P, threads);
     return H * (H + Q);
   }
+  // The skewed cost of one strip's block of kSkewDiags diagonals.
+  static int64_t c_ring_size(int64_t P, int threads) { return kSkewDiags * strip_rows(P, threads); }
   void reserve(const Problem& pb, bool with_grad, int threads = 1) {
     const int64_t P = grid_extent(pb, pb.padded_n), Q = grid_extent(pb, pb.padded_m);
     if (pb.smooth) grow(d, pb.padded_n * pb.padded_m);
@@ -94,7 +104,7 @@ struct DiagonalWorkspace {
       progress_size = strips;
     }
     grow(offset, P + Q + 1);
-    if (!pb.smooth && !pb.weak && !pb.banded) grow(c_strip, int64_t(threads) * e_strip_size(P, Q, threads));
+    if (!pb.smooth && !pb.weak && !pb.banded) grow(c_strip, int64_t(threads) * c_ring_size(P, threads));
     if (with_grad) {
       grow(seed, Q);
       if (pb.smooth) grow(g, pb.padded_n * pb.padded_m);
@@ -156,37 +166,57 @@ inline CellIndex cell_index(bool weak, int64_t top, const NativeI* iota_i, int64
   return r;
 }
 
-// The cost of strip rows [r0, r1) (m columns, strides si, sj) by diagonal, as E is kept:
-// c_strip[(c - r0) * H + (i - r0)] = cost[i][c - i]. Contiguous rows go W at a time:
-// row t's W columns from c - ib - t, transposed, are W slots of diagonals c .. c + W - 1
-// (the mirror of unskew_tiles).
-template <typename Scalar>
-void skew_cost(const Scalar* src, int64_t si, int64_t sj, int64_t m, int64_t H, int64_t r0, int64_t r1,
-               Scalar* c_strip) {
+// Diagonals [c0, c0 + kSkewDiags) of strip rows [r0, r1) between a row-major matrix
+// (m columns, strides si, sj) and a ring by diagonal, as E is kept:
+// ring[(c - c0) * H + (i - r0)] is mat[i][c - i]; c0 - r0 is a multiple of kSkewDiags.
+// Skew (ToRing: the cost, just before the forward's block) or unskew (E into the
+// gradient, as soon as the backward's block is done). Contiguous rows go W at a time:
+// row t's W columns from c - ib - t, transposed, are W slots of diagonals c .. c + W - 1.
+template <bool ToRing, typename Scalar>
+void move_block(std::conditional_t<ToRing, const Scalar*, Scalar*> mat, int64_t si, int64_t sj, int64_t m, int64_t H,
+                int64_t r0, int64_t r1, int64_t c0, std::conditional_t<ToRing, Scalar*, const Scalar*> ring) {
   int64_t i_first = r0;
   using B = Tile<Scalar>;
   constexpr int W = B::W;
+  static_assert(kSkewDiags % W == 0, "a block is whole tiles (c stays ib mod W)");
+  const int64_t c1 = c0 + kSkewDiags;
   if (sj == 1)
     for (; i_first + W <= r1; i_first += W) {
-      const int64_t ib = i_first, c_end = ib + W - 1 + m - 1;
-      for (int64_t c = ib; c <= c_end; c += W) {
+      const int64_t ib = i_first, c_end = std::min(ib + W - 1 + m - 1, c1 - 1);
+      for (int64_t c = std::max(ib, c0); c <= c_end; c += W) {
         typename B::V r[W];
-        for (int t = 0; t < W; ++t) {
-          const int64_t j = c - ib - t;  // the column of row ib + t on diagonal c
-          const Scalar* row = src + (ib + t) * si;
-          r[t] = j >= 0 && j + W <= m ? B::load(row + j) : load_range(row + j, -j, m - j);
+        const auto at = ring + (c - c0) * H + (ib - r0);
+        if constexpr (ToRing) {
+          for (int t = 0; t < W; ++t) {
+            const int64_t j = c - ib - t;  // the column of row ib + t on diagonal c
+            const Scalar* row = mat + (ib + t) * si;
+            r[t] = j >= 0 && j + W <= m ? B::load(row + j) : load_range(row + j, -j, m - j);
+          }
+        } else {
+          for (int u = 0; u < W; ++u) r[u] = B::load(at + u * H);
         }
         B::transpose(r);
-        for (int u = 0; u < W && c + u <= c_end; ++u) B::store(c_strip + (c + u - r0) * H + (ib - r0), r[u]);
+        if constexpr (ToRing) {
+          for (int u = 0; u < W && c + u <= c_end; ++u) B::store(at + u * H, r[u]);
+        } else {
+          for (int t = 0; t < W; ++t) {
+            const int64_t j = c - ib - t;
+            Scalar* row = mat + (ib + t) * si;
+            if (j >= 0 && j + W <= m) B::store(row + j, r[t]);
+            else if (j + W > 0 && j < m) store_range(row + j, -j, m - j, r[t]);
+          }
+        }
       }
     }
   for (int64_t i0 = i_first; i0 < r1; i0 += kSkewRows) {
     const int64_t rows = std::min(kSkewRows, r1 - i0);
-    for (int64_t c = i0; c < i0 + rows - 1 + m; ++c) {
+    for (int64_t c = std::max(i0, c0); c < std::min(i0 + rows - 1 + m, c1); ++c) {
       const int64_t k_lo = std::max<int64_t>(0, c - i0 - (m - 1)), k_hi = std::min(rows - 1, c - i0);
-      Scalar* dst = c_strip + (c - r0) * H + (i0 - r0);
-      const Scalar* from = src + i0 * si + (c - i0) * sj;
-      for (int64_t k = k_lo; k <= k_hi; ++k) dst[k] = from[k * (si - sj)];
+      const auto at = ring + (c - c0) * H + (i0 - r0);
+      const auto cell = mat + i0 * si + (c - i0) * sj;
+      for (int64_t k = k_lo; k <= k_hi; ++k)
+        if constexpr (ToRing) at[k] = cell[k * (si - sj)];
+        else cell[k * (si - sj)] = at[k];
     }
   }
 }
