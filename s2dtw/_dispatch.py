@@ -150,7 +150,8 @@ def plain(t: torch.Tensor) -> bool:
 
 def _plain_cpu(t: torch.Tensor) -> bool:
     """Whether the C++ module may read `t` by its data pointer: a plain, contiguous float32 / float64 CPU tensor."""
-    return t.device.type == "cpu" and t.dtype in _DTYPE_NAMES and t.is_contiguous() and plain(t)
+    return (t.device.type == "cpu" and t.dtype in _DTYPE_NAMES and t.layout == torch.strided
+            and not t._is_zerotensor() and t.is_contiguous() and plain(t))
 
 
 def all_finite(t: torch.Tensor) -> bool | None:
@@ -158,7 +159,7 @@ def all_finite(t: torch.Tensor) -> bool | None:
     cannot read `t` (_plain_cpu) or is not available (the caller then asks torch). Issue #14: torch's
     aminmax is a parallel op of its own, whose threads wait for preempted ones beside a busy process."""
     module = _load("cpp") if _plain_cpu(t) else None
-    if module is None:
+    if getattr(module, "all_finite", None) is None:  # (an older build of the module has no such pass)
         return None
     return module.all_finite(_DTYPE_NAMES[t.dtype], t.data_ptr(), t.numel(), torch.get_num_threads())
 
@@ -169,11 +170,12 @@ def scale_grad(layout: Layout, grad: torch.Tensor, grad_value: torch.Tensor) -> 
     module = _load("cpp") if _plain_cpu(grad) else None
     regions = layout.regions(grad.numel())
     region_size = layout.padded_n * layout.padded_m
-    if (module is None or grad_value.dim() != 1 or grad_value.dtype != grad.dtype or grad_value.device != grad.device
+    if (getattr(module, "scale_grad", None) is None or grad_value.dim() != 1 or grad_value.dtype != grad.dtype
+            or grad_value.device != grad.device
             or regions * region_size != grad.numel() or regions % layout.pairs_per_x):
         return layout.scale_grad(grad, grad_value)
     factor = layout.region_factors(grad.numel(), grad_value)
-    if factor.numel() != regions or not plain(factor):
+    if factor.numel() != regions or factor.layout != torch.strided or factor._is_zerotensor() or not plain(factor):
         return layout.scale_grad(grad, grad_value)
     out = torch.empty_like(grad)
     module.scale_grad(_DTYPE_NAMES[grad.dtype], grad.data_ptr(), factor.data_ptr(), factor.stride(0), out.data_ptr(),

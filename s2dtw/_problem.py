@@ -191,7 +191,6 @@ class Layout:
         regions = grad.reshape(-1, self.padded_n, self.pairs_per_x, self.padded_m)
         return (regions * grad_value.reshape(-1, 1, self.pairs_per_x, 1)).reshape(grad.shape)
 
-
     def region_factors(self, numel: int, grad_value: torch.Tensor) -> torch.Tensor:
         """d loss / d value (n_pairs,) as one factor per region of a buffer of `numel` elements (scale_grad):
         itself without slots, else each slot's pair's, 0 for a slot no pair holds."""

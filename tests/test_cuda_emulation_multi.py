@@ -68,12 +68,16 @@ def test_variable_lengths(emulated, monkeypatch, variant):
     check_multi(emulated, monkeypatch, cost, layout, Params(gamma=0.3, **VARIANTS[variant]))
 
 
+@pytest.mark.parametrize("blocks,shape,bandwidth", [(4, (1, 230, 200), 3.0), (2, (1, 130, 200), 40.0)],
+                         ids=["narrow", "wide-2-blocks"])
 @pytest.mark.parametrize("variant", ["soft-dtw", "s2dtw"])
-def test_band(emulated, monkeypatch, variant):
-    """A narrow band: each strip's steps start far right, the flags' chunks cross the band's edges."""
-    set_device(monkeypatch, 4)
-    cost, layout = batched((1, 230, 200), seed=33)
-    check_multi(emulated, monkeypatch, cost, layout, Params(gamma=0.2, bandwidth=3.0, **VARIANTS[variant]))
+def test_band(emulated, monkeypatch, variant, blocks, shape, bandwidth):
+    """A narrow band: each strip's steps start far right, the flags' chunks cross the band's edges. A wide one on
+    M > N with 2 blocks: a strip's first column buffer writes lie right of the band of the strip below, inside the
+    band of the strip it shares that buffer with (which must have read them first)."""
+    set_device(monkeypatch, blocks)
+    cost, layout = batched(shape, seed=33)
+    check_multi(emulated, monkeypatch, cost, layout, Params(gamma=0.2, bandwidth=bandwidth, **VARIANTS[variant]))
 
 
 @pytest.mark.parametrize("open_", ["open_begin", "open_end", "open_both"])

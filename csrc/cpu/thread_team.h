@@ -158,10 +158,15 @@ class CoreShare {
   void sample() {
     const int64_t now = now_ns();
     if (now - start_.load(std::memory_order_relaxed) < kWindow || sampling_.exchange(true)) return;
+    const int64_t start = start_.load(std::memory_order_relaxed);
+    if (now - start < kWindow) {  // another thread closed this window between the two loads
+      sampling_.store(false);
+      return;
+    }
     int cpus = 0;
-    const int64_t busy = busy_ns(cpus), own = own_cpu_ns(), start = start_.load(std::memory_order_relaxed);
+    const int64_t busy = busy_ns(cpus), own = own_cpu_ns();
     if (busy >= 0 && busy_ >= 0 && start > 0) {
-      const double others = double((busy - busy_) - (own - own_)) / double(now - start);
+      const double others = std::clamp(double((busy - busy_) - (own - own_)) / double(now - start), 0.0, double(cpus));
       free_.store(int(cpus - others + 0.5), std::memory_order_relaxed);
     }
     busy_ = busy;

@@ -207,7 +207,11 @@ struct BlockPair {
     const Pub* col_in = kMulti ? ring + int64_t((j + 1) % nb) * Q : ring;
     Pub* col_out = kMulti ? ring + int64_t(j % nb) * Q : ring;
     const int* flag_in = kMulti ? flags + strips() + j + 1 : nullptr;  // backward flags: columns >= Q - value done
-    int seen = 0;
+    // col_out's buffer is also strip j + nb - 1's col_in, whose last thread reads column q at step q + rows - 1 >= q.
+    // That strip publishes Q - q' at its step q', once every later step is done: Q - q + 1 (or its final Q) shows
+    // column q read, so only then may this strip overwrite it.
+    const int* flag_free = kMulti && nb > 1 && j + nb - 1 < strips() - 1 ? flags + strips() + j + nb - 1 : nullptr;
+    int seen = 0, freed = 0;
     const int reach = pb.smooth ? (pb.weak ? 2 : 1) : 1;
     const int relay = pb.smooth && pb.weak ? 1 : 0;
     const int rows = min(T, P - top);
@@ -273,6 +277,7 @@ struct BlockPair {
         pbuf(s)[t] = out;
         // In place: the strip's last thread read col_in[q] at step q + rows - 1 >= this one.
         if (t == 0 && top > 0) {
+          if (flag_free && min(Q - q + 1, Q) > freed) freed = wait_flag(flag_free, min(Q - q + 1, Q));
           col_out[q] = out;
           if (kMulti && (Q - q) % kFlagChunk == 0) publish(flags + strips() + j, Q - q);
         }
