@@ -35,12 +35,16 @@ void allow_shared(Kernel kernel, size_t smem) {
           "cudaFuncSetAttribute(block_kernel)");
 }
 
-// The SMs and, per strip height, the blocks of the multi-block kernel an SM holds at once.
+// The SMs and, per strip height, the blocks of the multi-block kernel an SM holds at once (none where the
+// device cannot launch cooperatively: the plan then never picks it, and forcing it raises).
 template <typename Scalar, bool kGrad, bool kVariant>
 Device device_of() {
   Device dev;
   dev.sms = sm_count();
-  for (int i = 0; (32 << i) <= kMaxMultiStrip; ++i) {
+  int id = 0, cooperative = 0;
+  check(cudaGetDevice(&id), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, id), "cudaDeviceGetAttribute");
+  for (int i = 0; cooperative && (32 << i) <= kMaxMultiStrip; ++i) {
     const int T = 32 << i;
     const auto kernel = block_kernel_for<Scalar, kGrad, kVariant>(T, true);
     allow_shared(kernel, block_shared_bytes(kGrad, T));

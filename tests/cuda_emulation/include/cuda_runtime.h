@@ -152,15 +152,15 @@ using std::min;
 using cudaError_t = int;
 constexpr cudaError_t cudaSuccess = 0;
 using cudaStream_t = struct CUstream_st*;
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount };
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount, cudaDevAttrCooperativeLaunch };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 
 inline cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
-inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) {
-  *value = s2dtw_emulation::sms();
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  *value = attr == cudaDevAttrCooperativeLaunch ? 1 : s2dtw_emulation::sms();
   return cudaSuccess;
 }
 template <typename Kernel>
